@@ -1,0 +1,129 @@
+"""Least-squares solvers against independent numpy solutions."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zorb
+from zorb.solvers import SOLVERS, check_solver_options, gram_min_rcond, pseudoinverse, spectrum_summary
+
+
+def augmented(a):
+    return np.hstack([a, np.ones((len(a), 1))])
+
+
+def relative(x, y):
+    return np.linalg.norm(np.asarray(x) - np.asarray(y)) / np.linalg.norm(np.asarray(y))
+
+
+def solve(name, a, t, rcond, ridge=0.0, bias=True):
+    w, s = SOLVERS[name].solve(jnp.asarray(a), jnp.asarray(t), rcond=jnp.asarray(rcond), ridge=jnp.asarray(ridge),
+                               bias=bias)
+    assert w.dtype == jnp.float64 and s.dtype == jnp.float64
+    return np.asarray(w), np.asarray(s)
+
+
+@pytest.mark.parametrize("name", ["svd", "qr", "gram"])
+def test_well_conditioned_solve_matches_numpy_lstsq(name, rng):
+    a, t = rng.normal(size=(300, 12)), rng.normal(size=(300, 4))
+    expected, *_ = np.linalg.lstsq(augmented(a), t, rcond=None)
+    w, s = solve(name, a, t, 1e-15 if name != "gram" else 1e-6)
+    assert w.shape == (13, 4)
+    assert relative(w, expected) < 1e-10
+    np.testing.assert_allclose(s, np.linalg.svd(augmented(a), compute_uv=False), rtol=1e-10)
+
+
+def test_dense_layer_fit_matches_numpy_lstsq(rng):
+    """The whole fit path of one Dense layer (no activation) is one least-squares solve."""
+    a, t = rng.normal(size=(200, 6)), rng.normal(size=(200, 3))
+    net = zorb.build_network([{"type": "dense", "units": 3}], (6,), seed=0)
+    trained, report = zorb.fit(net, a, t, solver="svd", rcond=1e-15)
+    expected, *_ = np.linalg.lstsq(augmented(a), t, rcond=None)
+    assert relative(trained.weights[0], expected) < 1e-10
+    assert report.layers[0].rank == 7 and report.layers[0].design_shape == (200, 7)
+
+
+def rank_deficient(rng, rows=120):
+    base = rng.normal(size=(rows, 5))
+    mix = rng.normal(size=(5, 9))
+    return base @ mix, rng.normal(size=(rows, 3))  # rank 5 (+1 for the bias column) of 10
+
+
+def test_rank_deficient_svd_and_qr_keep_same_rank_and_agree(rng):
+    a, t = rank_deficient(rng)
+    rcond = 1e-10
+    w_svd, s_svd = solve("svd", a, t, rcond)
+    w_qr, s_qr = solve("qr", a, t, rcond)
+    _, rank_svd, _ = spectrum_summary(s_svd, rcond)
+    _, rank_qr, _ = spectrum_summary(s_qr, rcond)
+    assert rank_svd == rank_qr == 6
+    assert relative(w_qr, w_svd) < 1e-10
+    expected = np.linalg.pinv(augmented(a), rcond=rcond) @ t  # minimum-norm solution
+    assert relative(w_svd, expected) < 1e-10
+
+
+def test_gram_agrees_where_allowed_and_refuses_where_not(rng):
+    a, t = rank_deficient(rng)
+    rcond = 1e-6
+    w_svd, _ = solve("svd", a, t, rcond)
+    w_gram, s_gram = solve("gram", a, t, rcond)
+    assert spectrum_summary(s_gram, rcond)[1] == 6
+    assert relative(w_gram, w_svd) < 1e-6
+    with pytest.raises(zorb.ConfigError, match="solver=qr"):
+        check_solver_options("gram", rcond=1e-15)
+    with pytest.raises(zorb.ConfigError, match="solver=qr"):
+        zorb.fit(zorb.build_network([{"type": "dense", "units": 3}], (9,)), a, t, solver="gram", rcond=1e-9)
+    assert check_solver_options("gram", rcond=gram_min_rcond("float64"))[0] == gram_min_rcond("float64")
+
+
+@pytest.mark.parametrize("name", ["svd", "qr", "gram"])
+def test_ridge_matches_closed_form_tikhonov(name, rng):
+    a, t = rng.normal(size=(80, 10)), rng.normal(size=(80, 2))
+    m, ridge = augmented(a), 3.5
+    expected = np.linalg.solve(m.T @ m + ridge * np.eye(11), m.T @ t)
+    w, _ = solve(name, a, t, 1e-6, ridge=ridge)
+    assert relative(w, expected) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["svd", "qr", "gram"])
+@pytest.mark.parametrize("rows,cols", [(50, 7), (6, 20), (9, 9)])
+def test_spectrum_has_min_rows_cols_values_and_no_bias_variant(name, rows, cols, rng):
+    a, t = rng.normal(size=(rows, cols)), rng.normal(size=(rows, 2))
+    w, s = solve(name, a, t, 1e-6, bias=False)
+    assert w.shape == (cols, 2)
+    assert s.shape == (min(rows, cols),)
+    assert np.all(np.diff(s) <= 1e-12 * s[0])
+    expected = np.linalg.pinv(a, rcond=1e-6) @ t
+    assert relative(w, expected) < (1e-6 if name == "gram" else 1e-10)
+
+
+def test_underdetermined_bias_solve_is_minimum_norm(rng):
+    a, t = rng.normal(size=(5, 12)), rng.normal(size=(5, 2))
+    for name in ("svd", "qr"):
+        w, s = solve(name, a, t, 1e-12)
+        assert s.shape == (5,)
+        assert relative(w, np.linalg.pinv(augmented(a)) @ t) < 1e-10
+
+
+def test_pseudoinverse_cut_and_summary(rng):
+    u, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    v, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    s = np.array([10.0, 1.0, 1e-3, 1e-9])
+    m = u[:, :4] @ np.diag(s) @ v.T
+    p = np.asarray(pseudoinverse(jnp.asarray(m), jnp.asarray(1e-6)))
+    np.testing.assert_allclose(p, np.linalg.pinv(m, rcond=1e-6), atol=1e-12)
+    cutoff, rank, cond = spectrum_summary(s, 1e-6)
+    assert cutoff == pytest.approx(1e-5) and rank == 3
+    assert cond == pytest.approx(1e4)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(rcond=-1.0), "rcond must be >= 0"),
+    (dict(u_rcond=-1e-3), "u_rcond must be >= 0"),
+    (dict(rcond=2.0), "rcond must be < 1"),
+    (dict(ridge=-1.0), "ridge must be a number >= 0"),
+    (dict(solver="lu"), "unknown solver 'lu'"),
+])
+def test_bad_solver_options_are_refused(bad, message):
+    with pytest.raises(zorb.ConfigError, match=message):
+        check_solver_options(**bad)

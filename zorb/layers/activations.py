@@ -1,0 +1,180 @@
+"""Activations and their relaxed inverses (ZORB.md, "Relaxed backward pass")."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from zorb.errors import ConfigError
+from zorb.layers.base import Layer, Shape, layer_class, margin
+
+DEFAULT_EPS = 1e-5
+
+
+class SquashingLayer(Layer):
+    """Sigmoid and Tanh: an invertible squashing function with an output range.
+
+    The inverse takes the global ``lo = min(T)``, ``hi = max(T)``, stores them as the
+    layer's ``output_range``, maps ``T`` affinely onto ``[low + eps, high - eps]`` (the
+    function's open range ``(low, high)`` less the margin) and applies the function's inverse.
+    From then on ``forward`` maps the function's output back onto ``[lo, hi]`` by the exact
+    inverse of that affine map. ``output_range`` is ``None`` until the inverse has run.
+    """
+
+    eps: float
+    output_range: Any
+
+    low: ClassVar[float]
+    high: ClassVar[float]
+
+    @classmethod
+    def build(cls, in_shape: Shape, key, dtype, *, eps=DEFAULT_EPS):
+        return cls(in_shape=in_shape, eps=margin(cls.kind, eps))
+
+    def _margins(self):
+        return self.low + self.eps, self.high - self.eps
+
+    def forward(self, h):
+        y = self.function(h)
+        if self.output_range is None:
+            return y
+        a, b = self._margins()
+        lo, hi = self.output_range[0], self.output_range[1]
+        return lo + (hi - lo) * (y - a) / (b - a)
+
+    def inverse(self, t, aux, key):
+        a, b = self._margins()
+        lo, hi = jnp.min(t), jnp.max(t)
+        span = hi - lo
+        # A constant target maps to the middle of the range instead of dividing by zero;
+        # forward then returns lo + 0 * (...) = the constant.
+        z = jnp.where(span > 0, a + (t - lo) * ((b - a) / jnp.where(span > 0, span, 1)), (a + b) / 2)
+        return self.function_inverse(z), dataclasses.replace(self, output_range=jnp.stack([lo, hi]))
+
+    def spec(self):
+        return {"type": self.kind, "eps": self.eps}
+
+    def arrays(self):
+        return {"output_range": self.output_range}
+
+
+@layer_class(data=("output_range",))
+class Sigmoid(SquashingLayer):
+    in_shape: Shape
+    eps: float = DEFAULT_EPS
+    output_range: Any = None
+
+    kind: ClassVar[str] = "sigmoid"
+    low: ClassVar[float] = 0.0
+    high: ClassVar[float] = 1.0
+
+    @staticmethod
+    def function(h):
+        return jax.nn.sigmoid(h)
+
+    @staticmethod
+    def function_inverse(z):
+        return jnp.log(z) - jnp.log1p(-z)
+
+
+@layer_class(data=("output_range",))
+class Tanh(SquashingLayer):
+    in_shape: Shape
+    eps: float = DEFAULT_EPS
+    output_range: Any = None
+
+    kind: ClassVar[str] = "tanh"
+    low: ClassVar[float] = -1.0
+    high: ClassVar[float] = 1.0
+
+    @staticmethod
+    def function(h):
+        return jnp.tanh(h)
+
+    @staticmethod
+    def function_inverse(z):
+        return jnp.arctanh(z)
+
+
+RELU_INVERSES = ("random", "clip", "keep")
+
+
+@layer_class()
+class ReLU(Layer):
+    """ReLU. Negative targets have no preimage; ``inverse`` says what replaces them:
+    ``random`` (the paper's code: an independent ``-u``, ``u ~ U[0, 1)``, seeded),
+    ``clip`` (0) or ``keep`` (left as they are)."""
+
+    in_shape: Shape
+    inverse_mode: str = "random"
+
+    kind: ClassVar[str] = "relu"
+
+    @classmethod
+    def build(cls, in_shape: Shape, key, dtype, *, inverse="random"):
+        if inverse not in RELU_INVERSES:
+            raise ConfigError(f"relu inverse must be one of {', '.join(RELU_INVERSES)}, got {inverse!r}")
+        return cls(in_shape=in_shape, inverse_mode=inverse)
+
+    def forward(self, h):
+        return jnp.maximum(h, 0)
+
+    def inverse(self, t, aux, key):
+        if self.inverse_mode == "keep":
+            return t, self
+        if self.inverse_mode == "clip":
+            return jnp.maximum(t, 0), self
+        draw = jax.random.uniform(key, t.shape, t.dtype)
+        return jnp.where(t < 0, -draw, t), self
+
+    def spec(self):
+        return {"type": self.kind, "inverse": self.inverse_mode}
+
+
+@layer_class(data=("max_logit", "normalizer"))
+class Softmax(Layer):
+    """The paper's softmax: ``e_j = exp(h_j - m) - eps``, output ``e_j / sum_j e_j``.
+
+    ``observe`` keeps ``m`` (``max_logit``) and ``s`` (``normalizer``), one per sample of
+    the training data, and ``inverse`` uses them: ``T_in = log(T * s + eps) + m``.
+    """
+
+    in_shape: Shape
+    eps: float = DEFAULT_EPS
+    max_logit: Any = None
+    normalizer: Any = None
+
+    kind: ClassVar[str] = "softmax"
+    needs_observation: ClassVar[bool] = True
+
+    @classmethod
+    def build(cls, in_shape: Shape, key, dtype, *, eps=DEFAULT_EPS):
+        return cls(in_shape=in_shape, eps=margin("softmax", eps))
+
+    def _terms(self, h):
+        m = jnp.max(h, axis=-1, keepdims=True)
+        e = jnp.exp(h - m) - self.eps
+        return e, m, jnp.sum(e, axis=-1, keepdims=True)
+
+    def forward(self, h):
+        e, _, s = self._terms(h)
+        return e / s
+
+    def observe(self, h):
+        e, m, s = self._terms(h)
+        return e / s, dataclasses.replace(self, max_logit=m[..., 0], normalizer=s[..., 0])
+
+    def inverse(self, t, aux, key):
+        if self.normalizer is None:
+            raise ConfigError("softmax inverse needs the normalisers of a forward pass over the training data")
+        s, m = self.normalizer[..., None], self.max_logit[..., None]
+        return jnp.log(t * s + self.eps) + m, self
+
+    def spec(self):
+        return {"type": self.kind, "eps": self.eps}
+
+    def arrays(self):
+        return {"max_logit": self.max_logit, "normalizer": self.normalizer}
