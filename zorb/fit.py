@@ -139,7 +139,7 @@ def _forward(layer, a):
     return layer.forward(a)
 
 
-def _as_data(name: str, value, dtype, shape) -> jax.Array:
+def as_data(name: str, value, dtype, shape) -> jax.Array:
     array = jnp.asarray(value)
     if not jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.complexfloating):
         raise ConfigError(f"{name} must be a real numeric array, got dtype {array.dtype}")
@@ -169,8 +169,8 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float = DEFAULT_R
     options = resolve_options(network, solver=solver, rcond=rcond, u_rcond=u_rcond, b_rcond=b_rcond,
                               ridge=ridge, per_layer=per_layer)
     dtype = network.dtype
-    a = _as_data("X", X, dtype, network.input_shape)
-    y = _as_data("Y", Y, dtype, network.output_shape)
+    a = as_data("X", X, dtype, network.input_shape)
+    y = as_data("Y", Y, dtype, network.output_shape)
     if a.shape[0] != y.shape[0]:
         raise ConfigError(f"X has {a.shape[0]} samples but Y has {y.shape[0]}")
 

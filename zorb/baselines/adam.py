@@ -1,0 +1,208 @@
+"""Adam on a ``zorb.Network``: the paper's gradient baseline (PAPER_EXPERIMENTS.md, groups A-C).
+
+The same network, from the same initial weights as ZORB for a seed: only the parametric
+layers' ``weights`` are differentiated and updated; activations stay plain (no ZORB state).
+Each step draws ``batch_size`` rows with replacement, uniformly, from a key derived from the
+seed and the step number, so a seed fixes every batch.
+
+The training loop runs compiled, ``eval_every`` steps per call; between calls the paper's
+train error (``zorb.scores``' ``error``, the mean Euclidean norm of the residual) is
+evaluated outside the clock, so ``fit_seconds`` counts training only (the paper's own code
+timed a full evaluation after every step; PAPER_EXPERIMENTS.md, "Known quirks").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zorb.baselines import check_untrained
+from zorb.errors import ConfigError
+from zorb.fit import as_data
+from zorb.metrics import predict, scores
+from zorb.network import Network
+from zorb.timing import timed
+
+LOSSES = ("sse", "cross_entropy")
+"""``sse``: sum of squared errors of the network's output over the batch and outputs (groups
+A and B, softmax/sigmoid outputs included). ``cross_entropy``: Keras' convention, from the
+logits (the input of the final softmax or sigmoid): mean over the batch of ``-sum_j y_j
+log_softmax(z)_j`` for a softmax output, mean over batch and outputs of the binary
+cross-entropy ``softplus(z) - y z`` for a sigmoid output. This is the standard, stable
+log-softmax of the logits, not the log of zorb's Softmax layer (whose forward subtracts
+``eps`` from each exponential, ZORB.md); predictions and the curve's error still use the
+network's own forward pass."""
+
+CURVE_POINTS = 50
+"""Default number of train-error evaluations over a run (``eval_every = steps // 50``)."""
+
+_BATCH_STREAM = 0xADA
+"""Folded into ``key(seed)`` so Adam's batches do not reuse the keys of ZORB's ReLU draws."""
+
+_EVAL_STREAM = 0xADB
+"""Folded into ``key(seed)`` to draw the fixed ``eval_rows`` subset."""
+
+_ADAM = optax.scale_by_adam()
+"""Default betas (0.9, 0.999), eps 1e-8; the learning rate is applied in the step, as a
+runtime scalar, so one compiled loop serves every rate of a sweep."""
+
+
+@dataclasses.dataclass
+class AdamReport:
+    fit_seconds: float
+    """Training time: the sum of the compiled chunks' run times, evaluations and compilation excluded."""
+    compile_seconds: float
+    curve: list[tuple[int, float, float]]
+    """``(step, training seconds so far, train error)``, from ``(0, 0.0, initial error)`` to the last step."""
+    steps: int
+    learning_rate: float
+    loss: str
+    batch_size: int
+    seed: int
+    eval_rows: int
+    """Rows the curve's error is measured on (all training rows unless ``eval_rows`` was given)."""
+    layers: list = dataclasses.field(default_factory=list)
+    """Empty: kept so that code iterating a ZORB ``FitReport``'s ``layers`` works on this report."""
+
+    @property
+    def final_error(self) -> float:
+        return self.curve[-1][2]
+
+    def time_to_reach(self, target_error: float) -> float | None:
+        """Training seconds at the first curve point whose train error is ``<= target_error``, else None."""
+        for _, seconds, error in self.curve:
+            if error <= target_error:
+                return seconds
+        return None
+
+
+def speedup(adam_report: AdamReport, zorb_fit_seconds: float, zorb_train_error: float) -> float:
+    """The paper's speed-up: Adam's time to reach ZORB's final train error over ZORB's fit time.
+
+    Adam's whole training time counts when it never reaches that error (PAPER_EXPERIMENTS.md, B).
+    The time to reach it is only as fine as the curve: pass ``eval_every`` small enough.
+    """
+    if not zorb_fit_seconds > 0:
+        raise ConfigError(f"ZORB's fit time must be positive to compute a speed-up, got {zorb_fit_seconds!r}")
+    reached = adam_report.time_to_reach(zorb_train_error)
+    return (adam_report.fit_seconds if reached is None else reached) / zorb_fit_seconds
+
+
+def batch_indices(key, step, rows: int, batch_size: int):
+    """The row indices of step ``step``'s batch: ``batch_size`` uniform draws from ``range(rows)``.
+
+    ``key`` is ``jax.random.key(seed)``; works traced (inside the loop) and eagerly.
+    """
+    stream = jax.random.fold_in(key, _BATCH_STREAM)
+    return jax.random.randint(jax.random.fold_in(stream, step), (batch_size,), 0, rows)
+
+
+def _forward(layers, x):
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+def _loss(weights, network: Network, x, y, loss: str):
+    net = network.with_weights(weights)
+    if loss == "sse":
+        return jnp.sum((_forward(net.layers, x) - y) ** 2)
+    logits = _forward(net.layers[:-1], x)
+    if net.layers[-1].kind == "softmax":
+        return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+    return jnp.mean(jax.nn.softplus(logits) - y * logits)
+
+
+@partial(jax.jit, static_argnames=("loss", "batch_size"))
+def _train_steps(network: Network, weights, opt_state, x, y, key, start, stop, learning_rate, *, loss, batch_size):
+    """Adam steps ``start .. stop - 1`` from ``(weights, opt_state)``; one compiled loop for any bounds."""
+
+    def step(i, carry):
+        weights, opt_state = carry
+        rows = batch_indices(key, i, x.shape[0], batch_size)
+        grads = jax.grad(_loss)(weights, network, x[rows], y[rows], loss)
+        # optax's bias correction raises a Python float to an int32 count: the one mix of
+        # types this loop needs, so standard promotion is scoped to it.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = _ADAM.update(grads, opt_state, weights)
+        weights = [w - learning_rate * u for w, u in zip(weights, updates)]
+        return weights, opt_state
+
+    return jax.lax.fori_loop(start, stop, step, (weights, opt_state))
+
+
+def _positive_int(name: str, value, *, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_loss(network: Network, loss: str) -> None:
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
+    if loss == "cross_entropy" and network.layers[-1].kind not in ("softmax", "sigmoid"):
+        raise ConfigError(f"cross_entropy needs a network ending in softmax or sigmoid, but its last layer is "
+                          f"{network.layers[-1].kind}: use loss=sse")
+
+
+def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batch_size: int = 32,
+               loss: str = "sse", seed: int = 0, eval_every: int | None = None,
+               eval_rows: int | None = None) -> tuple[Network, AdamReport]:
+    """Train ``network`` on ``X`` (N x input_shape), ``Y`` (N x output_shape) with Adam.
+
+    ``steps`` steps of batch ``batch_size`` (rows drawn with replacement), default betas,
+    loss ``sse`` or ``cross_entropy`` (see ``LOSSES``). Every ``eval_every`` steps (default
+    ``max(1, steps // 50)``) and after the last, the train error is measured on the training
+    set, or on a fixed random subset of ``eval_rows`` rows drawn from the seed.
+
+    Returns the trained network (same layers, new weights, dtype kept) and an ``AdamReport``.
+    Raises ``ConfigError`` for a bad option, a network ``zorb.fit`` has already trained, or
+    data of the wrong shape.
+    """
+    check_untrained(network, "Adam")
+    _check_loss(network, loss)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or \
+            not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ConfigError(f"learning_rate must be a positive number, got {learning_rate!r}")
+    steps = _positive_int("steps", steps, allow_zero=True)
+    batch_size = _positive_int("batch_size", batch_size)
+    eval_every = max(1, steps // CURVE_POINTS) if eval_every is None else _positive_int("eval_every", eval_every)
+    dtype = network.dtype
+    x = as_data("X", X, dtype, network.input_shape)
+    y = as_data("Y", Y, dtype, network.output_shape)
+    if x.shape[0] != y.shape[0]:
+        raise ConfigError(f"X has {x.shape[0]} samples but Y has {y.shape[0]}")
+    key = jax.random.key(seed)
+    x_eval, y_eval = x, y
+    if eval_rows is not None and _positive_int("eval_rows", eval_rows) < x.shape[0]:
+        chosen = jnp.sort(jax.random.permutation(jax.random.fold_in(key, _EVAL_STREAM), x.shape[0])[:eval_rows])
+        x_eval, y_eval = x[chosen], y[chosen]
+
+    def train_error(weights) -> float:
+        return scores(predict(network.with_weights(weights), x_eval), y_eval, task="regression")["error"]
+
+    weights = network.weights
+    opt_state = _ADAM.init(weights)
+    rate = jnp.asarray(learning_rate, dtype)
+    curve = [(0, 0.0, train_error(weights))]
+    seconds = compile_seconds = 0.0
+    for start in range(0, steps, eval_every):
+        stop = min(start + eval_every, steps)
+        (weights, opt_state), c, r = timed(_train_steps, network, weights, opt_state, x, y, key,
+                                           jnp.asarray(start, jnp.int32), jnp.asarray(stop, jnp.int32), rate,
+                                           loss=loss, batch_size=batch_size)
+        compile_seconds += c
+        seconds += r
+        curve.append((stop, seconds, train_error(weights)))
+
+    report = AdamReport(fit_seconds=seconds, compile_seconds=compile_seconds, curve=curve, steps=steps,
+                        learning_rate=float(learning_rate), loss=loss, batch_size=batch_size, seed=seed,
+                        eval_rows=int(x_eval.shape[0]))
+    return network.with_weights(weights), report
