@@ -99,6 +99,9 @@ def test_relu_inverse_modes(rng):
     np.testing.assert_array_equal(clip, np.maximum(np.asarray(t), 0))
     np.testing.assert_array_equal(keep, t)
     np.testing.assert_array_equal(build(ReLU, (5,)).forward(random_t), np.maximum(np.asarray(t), 0))
+    # Each sample draws from its own key: a block of rows inverted alone gets the same draws.
+    block, _ = build(ReLU, (5,)).inverse(t[60:90], None, jax.random.key(3), first_row=60)
+    np.testing.assert_array_equal(block, r[60:90])
 
 
 def naive_patches(x, k, s):

@@ -45,7 +45,7 @@ class SquashingLayer(Layer):
         lo, hi = self.output_range[0], self.output_range[1]
         return lo + (hi - lo) * (y - a) / (b - a)
 
-    def inverse(self, t, aux, key):
+    def inverse(self, t, aux, key, first_row=0):
         a, b = self._margins()
         lo, hi = jnp.min(t), jnp.max(t)
         span = hi - lo
@@ -102,10 +102,22 @@ class Tanh(SquashingLayer):
 RELU_INVERSES = ("random", "clip", "keep")
 
 
+def row_uniform(key, first_row, shape, dtype):
+    """``U[0, 1)`` draws of ``shape``, sample ``n``'s row from ``fold_in(key, first_row + n)``.
+
+    Drawing each sample from its own key makes a sample's draw independent of how the rows
+    are split into chunks or over devices: a streamed fit equals the in-memory one.
+    """
+    rows = first_row + jnp.arange(shape[0])
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows)
+    return jax.vmap(lambda k: jax.random.uniform(k, shape[1:], dtype))(keys)
+
+
 @layer_class()
 class ReLU(Layer):
     """ReLU. Negative targets have no preimage; ``inverse`` says what replaces them:
-    ``random`` (the paper's code: an independent ``-u``, ``u ~ U[0, 1)``, seeded),
+    ``random`` (the paper's code: an independent ``-u``, ``u ~ U[0, 1)``, seeded per sample
+    by ``row_uniform``),
     ``clip`` (0) or ``keep`` (left as they are)."""
 
     in_shape: Shape
@@ -122,13 +134,12 @@ class ReLU(Layer):
     def forward(self, h):
         return jnp.maximum(h, 0)
 
-    def inverse(self, t, aux, key):
+    def inverse(self, t, aux, key, first_row=0):
         if self.inverse_mode == "keep":
             return t, self
         if self.inverse_mode == "clip":
             return jnp.maximum(t, 0), self
-        draw = jax.random.uniform(key, t.shape, t.dtype)
-        return jnp.where(t < 0, -draw, t), self
+        return jnp.where(t < 0, -row_uniform(key, first_row, t.shape, t.dtype), t), self
 
     def spec(self):
         return {"type": self.kind, "inverse": self.inverse_mode}
@@ -167,7 +178,7 @@ class Softmax(Layer):
         e, m, s = self._terms(h)
         return e / s, dataclasses.replace(self, max_logit=m[..., 0], normalizer=s[..., 0])
 
-    def inverse(self, t, aux, key):
+    def inverse(self, t, aux, key, first_row=0):
         if self.normalizer is None:
             raise ConfigError("softmax inverse needs the normalisers of a forward pass over the training data")
         s, m = self.normalizer[..., None], self.max_logit[..., None]

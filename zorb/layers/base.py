@@ -9,9 +9,10 @@ Every layer offers:
 - ``forward(x)``: the prediction-time map.
 - ``observe(x) -> (y, layer)``: a forward pass over the training data that also records what
   the inverse will need (only Softmax records anything).
-- ``inverse(t, aux, key) -> (t_in, layer)``: the relaxed inverse of ZORB.md, which may record
-  state (Sigmoid/Tanh store their output range). ``aux`` is what ``prepare_inverse`` computed
-  once for a parametric layer (its pseudoinverse); ``key`` feeds ReLU's random inverse.
+- ``inverse(t, aux, key, first_row=0) -> (t_in, layer)``: the relaxed inverse of ZORB.md,
+  which may record state (Sigmoid/Tanh store their output range). ``aux`` is what
+  ``prepare_inverse`` computed once for a parametric layer (its pseudoinverse); ``key`` and
+  ``first_row`` (the global index of ``t``'s first sample) feed ReLU's random inverse.
 - ``spec()`` and ``arrays()``: what ``zorb.io`` saves.
 """
 

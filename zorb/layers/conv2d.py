@@ -107,7 +107,7 @@ class Conv2D(ParametricLayer):
     def target_rows(self, t):
         return t.reshape(-1, self.filters)
 
-    def inverse(self, t, aux, key):
+    def inverse(self, t, aux, key, first_row=0):
         n = t.shape[0]
         patch_targets = self.invert_rows(self.target_rows(t), aux)
         patch_targets = patch_targets.reshape(n, *self.out_shape[:2], -1)

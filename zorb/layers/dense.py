@@ -91,7 +91,7 @@ class Dense(ParametricLayer):
     def target_rows(self, t):
         return t
 
-    def inverse(self, t, aux, key):
+    def inverse(self, t, aux, key, first_row=0):
         return self.invert_rows(t, aux), self
 
     def spec(self):

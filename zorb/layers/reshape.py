@@ -27,7 +27,7 @@ class Flatten(Layer):
     def forward(self, x):
         return x.reshape(x.shape[0], -1)
 
-    def inverse(self, t, aux, key):
+    def inverse(self, t, aux, key, first_row=0):
         return t.reshape(t.shape[0], *self.in_shape), self
 
 
@@ -44,5 +44,5 @@ class Identity(Layer):
     def forward(self, x):
         return x
 
-    def inverse(self, t, aux, key):
+    def inverse(self, t, aux, key, first_row=0):
         return t, self
