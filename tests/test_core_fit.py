@@ -41,8 +41,11 @@ def paper_run(name, seed, rcond=1e-15):
     ("sinc", "train_error", 0.05),
 ])
 def test_learns_the_papers_problems_with_its_settings(name, metric, bound):
+    """Median over the paper's 10 seeds per cell. XOR's spread is wide: over 30 seeds its
+    test accuracy is 0.955 +- 0.018 (median 0.956; the paper's code: 0.959 +- 0.010), and
+    seeds 0-4 alone happen to give a median of 0.933."""
     values = []
-    for seed in range(5):
+    for seed in range(10):
         train, test, _ = paper_run(name, seed)
         values.append(test["accuracy"] if metric == "test_accuracy" else train["error"])
     median = float(np.median(values))

@@ -58,40 +58,67 @@ def lstsq_svd(a, t, *, rcond, ridge, bias: bool = True):
     return _solve_from_svd(u, s, vt, t, rcond, ridge), s
 
 
+def qr_triangle(m, t, previous=None):
+    """The ``R`` of a QR of ``[M, T]`` (stacked under ``previous``, an earlier such ``R``).
+
+    Rows can arrive in chunks: ``R <- qr([R; M_c, T_c]).R`` keeps ``min(rows, cols)`` rows
+    and gives the same triangle (up to row signs, which the solve does not see) as one QR of
+    all rows, so memory stops growing with the number of rows.
+    """
+    block = jnp.concatenate([m, t], axis=1)
+    if previous is not None:
+        block = jnp.concatenate([previous, block], axis=0)
+    return jnp.linalg.qr(block, mode="r")
+
+
+def solve_from_triangle(r, cols: int, rcond, ridge):
+    """Finish the ``qr`` route from ``qr_triangle``: an SVD of the small triangle applies the cut."""
+    top = min(r.shape[0], cols)
+    u, s, vt = jnp.linalg.svd(r[:top, :cols], full_matrices=False)
+    return _solve_from_svd(u, s, vt, r[:top, cols:], rcond, ridge), s
+
+
 def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True):
     m = design_matrix(a, bias)
-    cols = m.shape[1]
-    r = jnp.linalg.qr(jnp.concatenate([m, t], axis=1), mode="r")
-    top = min(m.shape[0], cols)
-    triangle, qt_t = r[:top, :cols], r[:top, cols:]
-    u, s, vt = jnp.linalg.svd(triangle, full_matrices=False)
-    return _solve_from_svd(u, s, vt, qt_t, rcond, ridge), s
+    return solve_from_triangle(qr_triangle(m, t), m.shape[1], rcond, ridge)
 
 
-def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True):
-    m = design_matrix(a, bias)
-    gram = m.T @ m
-    moment = m.T @ t
+def gram_moments(m, t, previous=None):
+    """``(M^T M, M^T T)``, added to ``previous`` moments: the normal equations, chunk by chunk."""
+    gram, moment = m.T @ m, m.T @ t
+    if previous is not None:
+        gram, moment = previous[0] + gram, previous[1] + moment
+    return gram, moment
+
+
+def solve_from_gram(gram, moment, rows: int, rcond, ridge):
+    """Finish the ``gram`` route: eigen-decomposition with the cut on ``sqrt(eigenvalues)``."""
     eigenvalues, v = jnp.linalg.eigh(gram)
     eigenvalues, v = eigenvalues[::-1], v[:, ::-1]
     s = jnp.sqrt(jnp.maximum(eigenvalues, 0))
     keep = s > rcond * s[0]
     safe = jnp.where(keep, eigenvalues, 1)
     f = jnp.where(keep, 1 / (safe + ridge), 0)
-    w = v @ (f[:, None] * (v.T @ moment))
-    return w, s[: min(m.shape)]
+    return v @ (f[:, None] * (v.T @ moment)), s[: min(rows, gram.shape[0])]
+
+
+def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True):
+    m = design_matrix(a, bias)
+    return solve_from_gram(*gram_moments(m, t), m.shape[0], rcond, ridge)
 
 
 class Solver(NamedTuple):
     name: str
     solve: Callable
     squares_condition: bool
+    streams: bool
+    """Whether rows can arrive in chunks (``qr_triangle`` / ``gram_moments``)."""
 
 
 SOLVERS: dict[str, Solver] = {
-    "svd": Solver("svd", lstsq_svd, False),
-    "qr": Solver("qr", lstsq_qr, False),
-    "gram": Solver("gram", lstsq_gram, True),
+    "svd": Solver("svd", lstsq_svd, squares_condition=False, streams=False),
+    "qr": Solver("qr", lstsq_qr, squares_condition=False, streams=True),
+    "gram": Solver("gram", lstsq_gram, squares_condition=True, streams=True),
 }
 
 

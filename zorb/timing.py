@@ -18,7 +18,8 @@ _CACHE_SIZE = 512
 
 def _signature(fn, args, static):
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    return (fn, treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves), tuple(sorted(static.items())))
+    shapes = tuple((getattr(leaf, "shape", ()), str(getattr(leaf, "dtype", type(leaf).__name__))) for leaf in leaves)
+    return fn, treedef, shapes, tuple(sorted(static.items()))
 
 
 def timed(fn, *args, **static):

@@ -46,13 +46,23 @@ class SquashingLayer(Layer):
         return lo + (hi - lo) * (y - a) / (b - a)
 
     def inverse(self, t, aux, key, first_row=0):
+        fitted = self.with_range(jnp.min(t), jnp.max(t))
+        return fitted.inverse_in_range(t), fitted
+
+    def with_range(self, lo, hi):
+        """This layer with output range ``[lo, hi]`` (the global extremes of its target)."""
+        return dataclasses.replace(self, output_range=jnp.stack([lo, hi]))
+
+    def inverse_in_range(self, t):
+        """The inverse with the stored output range: what a chunk of rows gets in a streamed
+        fit, where the range comes from a pass over all rows first."""
         a, b = self._margins()
-        lo, hi = jnp.min(t), jnp.max(t)
+        lo, hi = self.output_range[0], self.output_range[1]
         span = hi - lo
         # A constant target maps to the middle of the range instead of dividing by zero;
         # forward then returns lo + 0 * (...) = the constant.
         z = jnp.where(span > 0, a + (t - lo) * ((b - a) / jnp.where(span > 0, span, 1)), (a + b) / 2)
-        return self.function_inverse(z), dataclasses.replace(self, output_range=jnp.stack([lo, hi]))
+        return self.function_inverse(z)
 
     def spec(self):
         return {"type": self.kind, "eps": self.eps}
@@ -160,6 +170,7 @@ class Softmax(Layer):
 
     kind: ClassVar[str] = "softmax"
     needs_observation: ClassVar[bool] = True
+    per_sample: ClassVar[tuple[str, ...]] = ("max_logit", "normalizer")
 
     @classmethod
     def build(cls, in_shape: Shape, key, dtype, *, eps=DEFAULT_EPS):

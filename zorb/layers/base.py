@@ -47,6 +47,8 @@ class Layer:
     kind: ClassVar[str] = ""
     parametric: ClassVar[bool] = False
     needs_observation: ClassVar[bool] = False
+    per_sample: ClassVar[tuple[str, ...]] = ()
+    """State fields holding one value per training sample (sliced with the rows)."""
 
     in_shape: Shape
 
