@@ -29,7 +29,7 @@ from zorb.network import Network
 from zorb.layers.activations import SquashingLayer
 from zorb.solvers import (DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, gram_moments, qr_triangle,
                           solve_from_gram, solve_from_triangle, spectrum_summary)
-from zorb.timing import timed
+from zorb.timing import timed, timed_each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,8 @@ class FitReport:
     """Wall time of the fit less compilation: the time a warm second fit takes."""
     compile_seconds: float
     solver: str
+    devices: tuple[str, ...] = ()
+    """The devices the rows were spread over."""
 
     def layer(self, index: int) -> LayerReport:
         return next(r for r in self.layers if r.index == index)
@@ -153,6 +155,15 @@ def _accumulate(layer, a, t, previous, *, solver):
     return qr_triangle(m, rows, previous) if solver == "qr" else gram_moments(m, rows, previous)
 
 
+@partial(jax.jit, static_argnames=("solver",))
+def _reduce(parts, *, solver):
+    """Combine the accumulations of several devices: stacked triangles factored again (TSQR)
+    or summed normal equations."""
+    if solver == "qr":
+        return jnp.linalg.qr(jnp.concatenate(parts, axis=0), mode="r")
+    return tuple(sum(moments) for moments in zip(*parts))
+
+
 @partial(jax.jit, static_argnames=("solver", "rows", "cols"))
 def _finish(accumulated, rcond, ridge, *, solver, rows, cols):
     """Solve from what ``_accumulate`` gathered over all ``rows`` rows (``cols`` design columns)."""
@@ -195,6 +206,14 @@ class _Clock:
         setattr(self, stage, getattr(self, stage) + run_seconds)
         return out
 
+    def run_each(self, stage: str, fn, calls, **static) -> list:
+        """``fn(*args)`` for every ``args`` in ``calls`` (each on its own device), dispatched
+        together so devices work at once; one wall time for all of them."""
+        out, compile_seconds, run_seconds = timed_each(fn, calls, **static)
+        self.compile += compile_seconds
+        setattr(self, stage, getattr(self, stage) + run_seconds)
+        return out
+
 
 def _rows_of(layers, start: int, stop: int):
     """``layers`` with their per-sample state (softmax normalisers) cut to rows start:stop."""
@@ -206,7 +225,7 @@ def _rows_of(layers, start: int, stop: int):
 def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float = DEFAULT_RCOND,
         u_rcond: float | None = None, b_rcond: float | None = None, ridge: float = 0.0,
         per_layer: Mapping[int, Mapping] | None = None, seed: int = 0, chunk_rows: int | None = None,
-        callback: Callable[[LayerReport], None] | None = None) -> tuple[Network, FitReport]:
+        devices=None, callback: Callable[[LayerReport], None] | None = None) -> tuple[Network, FitReport]:
     """Train ``network`` on ``X`` (N x input_shape) and ``Y`` (N x output_shape) in one pass.
 
     ``rcond`` sets ``u_rcond`` (cut of the update solve) and ``b_rcond`` (cut of the backward
@@ -220,6 +239,11 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float = DEFAULT_R
     grows with N: the solve accumulates a QR triangle (``qr``) or normal equations
     (``gram``), Sigmoid/Tanh ranges come from a pass over all rows, and each layer's input is
     recomputed from ``X``. The weights equal the in-memory fit's to rounding.
+
+    ``devices`` (a number of devices, ``"all"``, or a list of ``jax.Device``) splits the rows
+    over several devices: each works on its own rows (with ``chunk_rows``, on its own chunks),
+    the global extremes and the solve reduce across them (QR triangles stacked and factored
+    again, or normal equations summed), and the weights equal the one-device fit's.
 
     Returns the trained network and a ``FitReport``. Raises ``FitError`` naming the layer and
     its condition number when a target or solved weight is not finite.
@@ -236,15 +260,27 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float = DEFAULT_R
             if not SOLVERS[opts.solver].streams:
                 raise ConfigError(f"layer {index}: solver {opts.solver!r} needs the whole design matrix in "
                                   f"memory; use solver=qr (the same answer) or gram with chunk_rows")
+    devices = _devices(devices)
+    if len(devices) > 1:
+        for index, opts in options.items():
+            if not SOLVERS[opts.solver].streams:
+                raise ConfigError(f"layer {index}: solver {opts.solver!r} cannot split rows over devices; "
+                                  f"use solver=qr (the same answer) or gram")
     started = time.perf_counter()
-    if chunk_rows is None or chunk_rows >= n:
+    if len(devices) == 1 and (chunk_rows is None or chunk_rows >= n):
         layers, reports = _fit_in_memory(network, X, Y, options, seed, callback)
+    elif chunk_rows is None or chunk_rows >= n:  # one block of rows per device, kept in memory
+        bounds = np.linspace(0, n, len(devices) + 1).round().astype(int)
+        spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, True, callback)
     else:
-        layers, reports = _fit_chunked(network, X, Y, options, seed, chunk_rows, callback)
+        spans = [(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
+        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, False, callback)
     wall = time.perf_counter() - started
     compile_total = sum(r.compile_seconds for r in reports)
     return network.replace_layers(layers), FitReport(layers=reports, fit_seconds=wall - compile_total,
-                                                     compile_seconds=compile_total, solver=solver)
+                                                     compile_seconds=compile_total, solver=solver,
+                                                     devices=tuple(str(d) for d in devices))
 
 
 def _prepare_inverses(layers, auxes, above: int, options, clock: _Clock) -> None:
@@ -311,58 +347,110 @@ def _fit_in_memory(network, X, Y, options, seed, callback):
     return layers, reports
 
 
-def _fit_chunked(network, X, Y, options, seed, chunk_rows, callback):
+def _devices(devices) -> list:
+    if devices is None:
+        return [jax.devices()[0]]
+    available = jax.devices()
+    if devices == "all":
+        return available
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(available):
+            raise ConfigError(f"devices must be between 1 and the {len(available)} available, got {devices}")
+        return available[:devices]
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ConfigError("devices must be a number of devices, 'all', or a list of jax devices")
+    return devices
+
+
+def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, callback):
+    """The fit over blocks of rows: chunks streamed through memory (``keep_inputs=False``:
+    each layer's input recomputed from X) and/or spread over devices (block ``c`` on device
+    ``c mod D``; ``keep_inputs=True`` holds each device's block and its activations)."""
     dtype = network.dtype
     n = len(X)
-    spans = [(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
+    home = devices[0]
+    blocks = [(start, stop, devices[c % len(devices)]) for c, (start, stop) in enumerate(spans)]
+    waves = [blocks[w:w + len(devices)] for w in range(0, len(blocks), len(devices))]
 
-    def rows(start, stop):
-        return (as_data("X", np.asarray(X[start:stop]), dtype, network.input_shape),
-                as_data("Y", np.asarray(Y[start:stop]), dtype, network.output_shape))
+    def load(start, stop, device):
+        x = as_data("X", np.asarray(X[start:stop]), dtype, network.input_shape)
+        y = as_data("Y", np.asarray(Y[start:stop]), dtype, network.output_shape)
+        return jax.device_put((x, y), device)
+
+    def everywhere(tree):
+        return {device: jax.device_put(tree, device) for device in devices}
 
     layers = list(network.layers)
     auxes: list = [None] * len(layers)
     key = jax.random.key(seed)
     last = max(i for i, layer in enumerate(layers) if layer.parametric)
+    held = [load(*block) for block in blocks] if keep_inputs else None
+    applied = 0  # held[c][0] is the input of layer `applied`
     reports = []
     for i in range(last + 1):
         layer = layers[i]
         if not layer.parametric:
             continue
         opts, clock = options[i + 1], _Clock()
-        below, above = tuple(layers[:i]), i + 1
-        layer_key = jax.random.fold_in(key, i + 1)
+        above = i + 1
+        layer_key = jax.random.fold_in(key, above)
+        if keep_inputs and applied < i:
+            below = everywhere(tuple(layers[applied:i]))
+            inputs = clock.run_each("forward", _forward, [(below[b[2]], h[0]) for b, h in zip(blocks, held)])
+            held = [(a, h[1]) for a, h in zip(inputs, held)]
+            applied = i
 
-        def chunks():
-            """Each chunk's layer input (recomputed through the trained layers below) and Y."""
-            for start, stop in spans:
-                x, y = rows(start, stop)
-                yield start, stop, clock.run("forward", _forward, below, x), y
+        def passes():
+            """Per wave of blocks (one per device): the blocks, their layer inputs and Y."""
+            below = None if keep_inputs else everywhere(tuple(layers[:i]))
+            for w, wave in enumerate(waves):
+                if keep_inputs:
+                    yield wave, held[w * len(devices):(w + 1) * len(devices)]
+                    continue
+                data = [load(*block) for block in wave]
+                inputs = clock.run_each("forward", _forward, [(below[b[2]], d[0]) for b, d in zip(wave, data)])
+                yield wave, [(a, d[1]) for a, d in zip(inputs, data)]
 
-        if any(layer.needs_observation for layer in layers[above:]):
-            observed = [clock.run("forward", _observe, tuple(layers[i:]), a)[1:] for _, _, a, _ in chunks()]
-            layers[above:] = [_concat_samples(parts) for parts in zip(*observed)]
+        if any(above_layer.needs_observation for above_layer in layers[above:]):
+            tail = everywhere(tuple(layers[i:]))
+            observed = []
+            for wave, data in passes():
+                observed += clock.run_each("forward", _observe, [(tail[b[2]], d[0]) for b, d in zip(wave, data)])
+            layers[above:] = [_concat_samples(jax.device_put(parts, home)) for parts in zip(*(o[1:] for o in observed))]
         _prepare_inverses(layers, auxes, i, options, clock)
+
+        def chain(top: int, wave, data):
+            """Targets at the input of layer ``top`` for a wave of blocks, ranges fixed."""
+            rest = [jax.device_put((_rows_of(layers[top:], b[0], b[1]), tuple(auxes[top:])), b[2]) for b in wave]
+            return clock.run_each("target", _targets, [(r[0], r[1], d[1], layer_key, b[0])
+                                                       for r, b, d in zip(rest, wave, data)],
+                                  offset=top, fixed_ranges=True)
+
         # Sigmoid/Tanh above take their range from the global extremes of their target, top
         # first: one pass over the rows for each, through the ranges already fixed above it.
         for j in reversed(range(above, len(layers))):
             if not isinstance(layers[j], SquashingLayer):
                 continue
             lo, hi = np.inf, -np.inf
-            for start, stop, _, y in chunks():
-                t, _, _ = clock.run("target", _targets, _rows_of(layers[j + 1:], start, stop),
-                                    tuple(auxes[j + 1:]), y, layer_key, start, offset=j + 1, fixed_ranges=True)
-                lo, hi = min(lo, float(jnp.min(t))), max(hi, float(jnp.max(t)))
+            for wave, data in passes():
+                for t, _, _ in chain(j + 1, wave, data):
+                    lo, hi = min(lo, float(jnp.min(t))), max(hi, float(jnp.max(t)))
             layers[j] = layers[j].with_range(jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
-        accumulated, t_finite = None, True
-        for start, stop, a, y in chunks():
-            t, _, finite = clock.run("target", _targets, _rows_of(layers[above:], start, stop), tuple(auxes[above:]),
-                                     y, layer_key, start, offset=above, fixed_ranges=True)
-            t_finite = t_finite and bool(finite)
-            accumulated = clock.run("solve", _accumulate, layer, a, t, accumulated, solver=opts.solver)
+        accumulated, t_finite = {}, True
+        solving = everywhere(layer)
+        for wave, data in passes():
+            targets = chain(above, wave, data)
+            t_finite = t_finite and all(bool(finite) for _, _, finite in targets)
+            sums = clock.run_each("solve", _accumulate,
+                                  [(solving[b[2]], d[0], t[0], accumulated.get(b[2])) for b, d, t in zip(wave, data, targets)],
+                                  solver=opts.solver)
+            accumulated.update({b[2]: acc for b, acc in zip(wave, sums)})
+        parts = jax.device_put(list(accumulated.values()), home)
+        total = parts[0] if len(parts) == 1 else clock.run("solve", _reduce, parts, solver=opts.solver)
         design_rows = _design_rows(layer, n)
         scalar = partial(jnp.asarray, dtype=dtype)
-        w, spectrum, w_finite = clock.run("solve", _finish, accumulated, scalar(opts.u_rcond), scalar(opts.ridge),
+        w, spectrum, w_finite = clock.run("solve", _finish, total, scalar(opts.u_rcond), scalar(opts.ridge),
                                           solver=opts.solver, rows=design_rows, cols=int(layer.weights.shape[0]))
         layers[i] = layer.with_weights(w)
         report = _report(i, layer, design_rows, opts, spectrum, t_finite, w_finite, clock)
