@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast lint clean ui sweep
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,18 @@ install: $(PY)
 
 run: install
 	$(PY) run.py
+
+# A sweep run in parallel (one job per core): make sweep SWEEP="dataset=iris,xor seed=0,1,2"
+SWEEP ?= dataset=iris,xor,two_spirals seed=0,1,2,3,4
+sweep: install
+	$(PY) run.py -m hydra/launcher=joblib $(SWEEP)
+
+# The MLflow UI for the runs' store (MLFLOW_TRACKING_URI if set, else ./mlflow.db), on 127.0.0.1 only.
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 5000
+STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
+ui: $(PY)
+	$(PY) -m mlflow ui --backend-store-uri '$(STORE)' --host $(UI_HOST) --port $(UI_PORT) --workers 1
 
 test: install
 	$(PY) -m pytest

@@ -1,0 +1,305 @@
+"""The Hydra config tree (conf/) and the runner's plumbing that needs no fit: groups,
+shipped networks, public override keys, store resolution, param flattening, sweep
+bookkeeping, thread pinning and the spectra figure."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from runner_fixtures import CONF, ROOT, compose, store, template_store  # noqa: F401
+
+import zorb
+from zorb import hydra_callbacks, threads, tracking
+from zorb.data import DATASETS
+
+# Input shape and outputs of each dataset, to build every shipped network without data.
+SHAPES = {
+    "mnist": ((28, 28, 1), 10), "fashion_mnist": ((28, 28, 1), 10), "mnist_5k": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "digits": ((8, 8, 1), 10),
+    "iris": ((4,), 3), "boston": ((13,), 1), "sinc": ((1,), 1), "xor": ((2,), 1), "two_spirals": ((2,), 1),
+}
+NETWORKS = ["conv_dense", "boston", "sinc", "iris", "xor", "two_spirals", "mnist_6", "mnist_8", "mnist_11",
+            "conv1", "conv2", "conv3"]
+# What PAPER_EXPERIMENTS.md fixes for each paper network: dataset, dense widths (hidden then
+# output), activations in order, conv filters, and ZORB's rcond.
+PAPER = {
+    "boston": ("boston", [32, 1], ["sigmoid"], [], 1e-15),
+    "sinc": ("sinc", [200, 200, 1], ["sigmoid", "sigmoid"], [], 1e-15),
+    "iris": ("iris", [8, 3], ["sigmoid", "softmax"], [], 1e-15),
+    "xor": ("xor", [16, 8, 1], ["tanh", "relu", "sigmoid"], [], 1e-15),
+    "two_spirals": ("two_spirals", [32, 16, 8, 4, 1], ["tanh", "relu", "tanh", "relu", "sigmoid"], [], 1e-15),
+    "mnist_6": ("mnist", [1000, 800, 600, 400, 200, 10], ["tanh"] * 5 + ["softmax"], [], 1e-15),
+    "mnist_8": ("mnist", [1000, 850, 700, 550, 400, 250, 100, 10], ["tanh"] * 7 + ["softmax"], [], 1e-15),
+    "mnist_11": ("mnist", [1000, 900, 800, 700, 600, 500, 400, 300, 200, 100, 10], ["tanh"] * 10 + ["softmax"],
+                 [], 1e-15),
+    "conv1": ("cifar10", [10], ["sigmoid", "softmax"], [32], 1e-2),
+    "conv2": ("cifar10", [10], ["sigmoid", "sigmoid", "softmax"], [32, 64], 1e-9),
+    "conv3": ("cifar10", [10], ["sigmoid"] * 3 + ["softmax"], [32, 64, 128], 1e-9),
+}
+
+
+def options(group: str) -> set[str]:
+    return {p.stem for p in (CONF / group).glob("*.yaml")}
+
+
+def test_config_groups_exist():
+    for group in ("dataset", "network", "solver", "tracking", "method", "hydra/launcher"):
+        assert options(group), group
+    assert options("solver") == {"svd", "qr", "gram"}
+    assert {"zorb"} <= options("method")
+    assert {"joblib", "submitit_slurm"} <= options("hydra/launcher")
+    assert set(NETWORKS) <= options("network")
+
+
+def test_every_dataset_has_a_config_and_a_default_network():
+    assert options("dataset") == set(DATASETS)
+    for name in DATASETS:
+        cfg = compose(f"dataset={name}")
+        assert cfg.dataset.name == name
+        shape, outputs = SHAPES[name]
+        specs = OmegaConf.to_container(cfg.network.layers)
+        zorb.build_network(specs, shape, output_dim=outputs)
+
+
+def test_default_config_is_the_offline_example():
+    cfg = compose()
+    assert cfg.dataset.name == "mnist_5k"
+    assert cfg.network.name == "conv_dense"
+    assert cfg.solver.name == "svd"
+    assert cfg.method.name == "zorb"
+    assert cfg.tracking.enabled and cfg.tracking.uri is None and cfg.tracking.experiment == "zorb"
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_shipped_network_builds_and_matches_the_paper(network):
+    cfg = compose(f"network={network}")
+    specs = OmegaConf.to_container(cfg.network.layers)
+    assert all(isinstance(spec, dict) and "type" in spec for spec in specs)
+    if network not in PAPER:
+        net = zorb.build_network(specs, *SHAPES["mnist_5k"][:1], output_dim=10)
+        assert net.parametric_indices
+        return
+    dataset, widths, activations, filters, rcond = PAPER[network]
+    shape, outputs = SHAPES[dataset]
+    net = zorb.build_network(specs, shape, output_dim=outputs)
+    kinds = [layer.kind for layer in net.layers]
+    assert [layer.weights.shape[1] for layer in net.layers if layer.kind == "dense"] == widths
+    assert [layer.weights.shape[1] for layer in net.layers if layer.kind == "conv2d"] == filters
+    assert [k for k in kinds if k in ("sigmoid", "tanh", "relu", "softmax")] == activations
+    assert cfg.solver.rcond == rcond
+    if filters:
+        conv = [layer for layer in net.layers if layer.kind == "conv2d"]
+        assert all(spec.get("kernel_size") == 3 for spec in specs if spec["type"] == "conv2d")
+        assert all(layer.weights.shape[0] == 3 * 3 * layer.in_shape[-1] + 1 for layer in conv)
+
+
+def test_public_keys_override():
+    cfg = compose("dataset=iris", "network=iris", "solver.rcond=1e-9", "seed=3", "data_dir=/tmp/d",
+                  "solver.name=qr", "solver.u_rcond=1e-7", "solver.b_rcond=1e-5", "solver.ridge=0.5",
+                  "tracking.uri=sqlite:////tmp/x.db", "tracking.experiment=exp")
+    assert (cfg.dataset.name, cfg.network.name, cfg.seed, cfg.data_dir) == ("iris", "iris", 3, "/tmp/d")
+    assert (cfg.solver.name, cfg.solver.rcond, cfg.solver.u_rcond, cfg.solver.b_rcond, cfg.solver.ridge) == \
+        ("qr", 1e-9, 1e-7, 1e-5, 0.5)
+    assert (cfg.tracking.uri, cfg.tracking.experiment) == ("sqlite:////tmp/x.db", "exp")
+    for solver in ("svd", "qr", "gram"):
+        assert compose(f"solver={solver}").solver.name == solver
+
+
+def test_rcond_follows_the_network_unless_given():
+    assert compose("network=conv1").solver.rcond == 1e-2
+    assert compose("network=conv2").solver.rcond == 1e-9
+    assert compose("dataset=iris").solver.rcond == 1e-15
+    assert compose("network=conv1", "solver.rcond=1e-5").solver.rcond == 1e-5
+    assert compose("network=conv1", "solver=qr").solver.rcond == 1e-2
+    # a network file without rcond falls back to the paper's feed-forward setting
+    assert compose("dataset=iris", "~network.rcond").solver.rcond == zorb.DEFAULT_RCOND
+
+
+def test_dataset_picks_its_network_and_the_command_line_wins():
+    assert compose("dataset=xor").network.name == "xor"
+    assert compose("dataset=cifar10").network.name == "conv1"
+    assert compose("dataset=xor", "network=iris").network.name == "iris"
+    assert compose("network=iris", "dataset=xor").network.name == "iris"
+
+
+def hydra_section(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True).hydra
+
+
+def test_hydra_settings():
+    hydra_cfg = hydra_section()
+    assert hydra_cfg.job.chdir is False
+    assert hydra_cfg.callbacks.mlflow_sweep._target_ == "zorb.hydra_callbacks.MLflowSweepCallback"
+    assert "version_base=\"1.3\"" in (ROOT / "run.py").read_text()
+
+
+@pytest.mark.filterwarnings(r"ignore:\s*.hydra/launcher/[a-z_]+. is validated against ConfigStore schema")
+@pytest.mark.parametrize("launcher, module, dataclass_name", [
+    ("joblib", "hydra_plugins.hydra_joblib_launcher.config", "JobLibLauncherConf"),
+    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.config", "SlurmQueueConf"),
+])
+def test_launcher_configs_replace_the_plugins_defaults(launcher, module, dataclass_name):
+    import importlib
+
+    schema = getattr(importlib.import_module(module), dataclass_name)
+    ours = OmegaConf.to_container(hydra_section(f"hydra/launcher={launcher}").launcher, resolve=False)
+    assert {f.name for f in dataclasses.fields(schema)} == set(ours)
+    assert ours["_target_"] == schema._target_
+
+
+def test_tracking_uri_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    default = tracking.resolve_tracking_uri(None)
+    assert default == f"sqlite:///{ROOT / 'mlflow.db'}"
+    assert Path(default[len("sqlite:///"):]).is_absolute()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////env/store.db")
+    assert tracking.resolve_tracking_uri(None) == "sqlite:////env/store.db"
+    assert tracking.resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_tracking_uri("sqlite:///rel/m.db") == f"sqlite:///{tmp_path / 'rel/m.db'}"
+
+
+def test_artifacts_live_beside_a_sqlite_store():
+    assert tracking.artifact_location("sqlite:////a/b/mlflow.db", "my exp/1") == "file:///a/b/mlartifacts/my_exp_1"
+    assert tracking.artifact_location("http://host:5000", "x") is None
+
+
+def test_flatten_config_to_params():
+    flat = tracking.flatten({"a": {"b": 1, "c": [{"type": "dense", "units": 3}, {"type": "sigmoid"}]},
+                             "d": None, "e": True, "f": {}, "g": 1e-15})
+    assert flat == {"a.b": "1", "a.c.0.type": "dense", "a.c.0.units": "3", "a.c.1.type": "sigmoid",
+                    "d": "null", "e": "true", "f": "{}", "g": "1e-15"}
+    params = tracking.flatten(OmegaConf.to_container(compose(), resolve=True))
+    assert params["network.layers.0.type"] == "conv2d" and params["solver.name"] == "svd"
+    assert all(len(k) <= 250 and len(v) <= tracking.MAX_PARAM_LENGTH for k, v in params.items())
+
+
+def test_git_info():
+    info = tracking.git_info()
+    assert set(info) == {"git.commit", "git.dirty"}
+    assert info["git.dirty"] in ("true", "false", "unknown")
+
+
+@pytest.mark.parametrize("arguments, jobs", [
+    (["dataset=iris,xor", "seed=0,1,2"], 6),
+    (["solver.rcond=1e-15,1e-9,1e-6,-1", "dataset=iris"], 4),
+    (["seed=range(0,5)"], 5),
+    ([], 1),
+])
+def test_count_jobs(arguments, jobs):
+    config = OmegaConf.create({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+        "overrides": {"task": arguments}}})
+    assert hydra_callbacks.count_jobs(config) == jobs
+
+
+def test_count_jobs_of_an_unknown_sweeper_is_unknown():
+    config = OmegaConf.create({"hydra": {"sweeper": {"_target_": "x.OptunaSweeper"}, "overrides": {"task": []}}})
+    assert hydra_callbacks.count_jobs(config) is None
+
+
+def parent_status(uri, state):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri).get_run(state["parent_run_id"]).info.status
+
+
+def test_sweep_parent_closes_after_the_last_job(store, tmp_path):
+    state = hydra_callbacks.SweepState(tmp_path / "sweep")
+    opened = state.open_parent(tracking_uri=store, experiment="zorb", expected_jobs=3, tags={}, fresh=True)
+    assert state.open_parent(tracking_uri=store, experiment="zorb", expected_jobs=3, tags={},
+                             fresh=False) == opened
+    state.record_job(0, "FINISHED")
+    state.record_job(1, "FAILED")
+    state.record_job(1, "FINISHED")  # the first record of a job wins
+    assert parent_status(store, opened) == "RUNNING"
+    state.record_job(2, "FINISHED")
+    assert state.read()["closed"] == "FAILED" == parent_status(store, opened)
+    assert state.close() == "FAILED"  # idempotent
+
+
+def test_sweep_parent_closed_by_the_launcher_when_jobs_are_missing(store, tmp_path):
+    state = hydra_callbacks.SweepState(tmp_path / "sweep")
+    opened = state.open_parent(tracking_uri=store, experiment="zorb", expected_jobs=2, tags={}, fresh=True)
+    state.record_job(0, "FINISHED")
+    assert state.close() == "FAILED" == parent_status(store, opened)
+
+
+def test_sweep_of_unknown_size_finishes_when_closed(store, tmp_path):
+    state = hydra_callbacks.SweepState(tmp_path / "sweep")
+    opened = state.open_parent(tracking_uri=store, experiment="zorb", expected_jobs=None, tags={}, fresh=True)
+    for job in range(3):
+        state.record_job(job, "FINISHED")
+    assert parent_status(store, opened) == "RUNNING"
+    assert state.close() == "FINISHED" == parent_status(store, opened)
+    saved = json.loads((tmp_path / "sweep" / hydra_callbacks.STATE_FILE).read_text())
+    assert saved["jobs"] == {"0": "FINISHED", "1": "FINISHED", "2": "FINISHED"}
+
+
+def test_threads_per_job():
+    cores = len(threads.available_cores())
+    assert threads.threads_per_job("auto", workers=None) is None
+    assert threads.threads_per_job("auto", workers=cores) == 1
+    assert threads.threads_per_job("auto", workers=4 * cores) == 1
+    assert threads.threads_per_job(3, workers=None) == 3
+    assert threads.joblib_workers(-1, 8) == 8 and threads.joblib_workers(-2, 8) == 7
+    for bad in (0, -1, "many", True):
+        with pytest.raises(zorb.ConfigError, match="threads must be"):
+            threads.threads_per_job(bad, workers=None)
+
+
+def test_pin_takes_distinct_cores_and_limits_blas(tmp_path):
+    """Two processes of one sweep pinned to one thread each take different slots (and so
+    different cores where there are two), and JAX starts afterwards with that limit."""
+    script = (
+        "import json, os, sys, time\n"
+        "from zorb import threads\n"
+        "cores = threads.pin(1, slot_dir=__import__('pathlib').Path(sys.argv[1]), slots=2)\n"
+        "import jax.numpy as jnp; float(jnp.ones(3).sum())\n"
+        "from threadpoolctl import threadpool_info\n"
+        "print(json.dumps({'cores': cores, 'affinity': sorted(os.sched_getaffinity(0)),\n"
+        "  'blas': sorted({i['num_threads'] for i in threadpool_info()}), 'xla': os.environ['XLA_FLAGS'],\n"
+        "  'omp': os.environ['OMP_NUM_THREADS']}), flush=True)\n"
+        "time.sleep(3)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "slots")], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    for out in outs:
+        assert out["affinity"] == out["cores"] and len(out["cores"]) == 1
+        assert out["blas"] in ([], [1]) and out["omp"] == "1"
+        assert threads.SINGLE_THREAD_XLA_FLAG in out["xla"]
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert outs[0]["cores"] != outs[1]["cores"]
+
+
+def test_spectra_figure_renders(tmp_path):
+    from zorb.plots import spectra_figure
+
+    @dataclasses.dataclass
+    class Report:
+        index: int
+        kind: str
+        design_shape: tuple
+        spectrum: np.ndarray
+        cutoff: float
+        rank: int
+        cond: float
+        u_rcond: float
+
+    reports = [Report(1, "conv2d", (100, 10), np.logspace(2, -3, 10), 1e-1, 7, 1e3, 1e-3),
+               Report(3, "dense", (50, 9), np.r_[np.logspace(1, -1, 8), 0.0], 0.0, 8, 100.0, 0.0)]
+    figure = spectra_figure(reports, title="t")
+    figure.savefig(tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,308 @@
+"""MLflow at the edge of zorb: where the store is, and what one run records.
+
+The store is ``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///<project root>/mlflow.db``. For a SQLite store, experiments created here keep
+their artifacts beside the database (``<store dir>/mlartifacts/<experiment>``), whichever
+process or directory a run starts from.
+
+Nothing here runs JAX: the algorithm never sees MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STORE_NAME = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+# MLflow's limits on one param value and on one tag value (characters).
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 5000
+# SQLite lets one writer in at a time; MLflow's requests wait this long on a locked store.
+SQLITE_RETRIES = 8
+
+
+def project_root() -> Path:
+    """The directory holding ``conf/`` and ``run.py`` when zorb runs from its checkout,
+    else the directory the program was started in."""
+    if (PROJECT_ROOT / "conf").is_dir():
+        return PROJECT_ROOT
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.cwd)
+    except ImportError:
+        pass
+    return Path.cwd()
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{project_root() / STORE_NAME}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the project's SQLite store.
+
+    A relative SQLite path is made absolute against the current directory, so that every
+    process of a sweep (and the UI) opens the same file.
+    """
+    chosen = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    path = sqlite_path(chosen)
+    if path is not None and not path.is_absolute():
+        chosen = f"sqlite:///{path.resolve()}"
+    return chosen
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for any other store)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a SQLite store, else the store's default."""
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("_") or "experiment"
+    return (path.parent / ARTIFACTS_DIR / slug).as_uri()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``fcntl`` lock on ``path`` across processes (the file is created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _store_lock_path(uri: str) -> Path | None:
+    # "<db>-zorb.lock": beside the store, and matched by the ignore rule for SQLite's own
+    # "<db>-journal" files, so it never makes a checkout look dirty.
+    path = sqlite_path(uri)
+    return None if path is None else path.with_name(path.name + "-zorb.lock")
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation and experiment creation across processes (SQLite only)."""
+    lock = _store_lock_path(uri)
+    if lock is None:
+        yield
+    else:
+        with file_lock(lock):
+            yield
+
+
+def _quiet_mlflow_loggers() -> None:
+    # Migrations of a fresh store log a line per step at INFO; they say nothing about a run.
+    for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def retrying(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, retried with backoff while SQLite reports a locked store."""
+    for attempt in range(SQLITE_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:  # MLflow wraps the driver's OperationalError in its own types
+            if "database is locked" not in str(error) or attempt == SQLITE_RETRIES - 1:
+                raise
+            delay = 0.1 * 2 ** attempt
+            log.warning("MLflow store is locked; retrying in %.1f s", delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def client(uri: str):
+    """An ``MlflowClient`` for ``uri``; a new SQLite store is created under the store lock."""
+    from mlflow.tracking import MlflowClient
+
+    _quiet_mlflow_loggers()
+    path = sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with store_lock(uri):
+            made = MlflowClient(tracking_uri=uri)
+            # The first request creates (or migrates) the tables: do it while holding the lock.
+            retrying(made.search_experiments, max_results=1)
+        return made
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(mlflow_client, uri: str, name: str) -> str:
+    """The id of experiment ``name``, created (with its artifact location) if missing."""
+    with store_lock(uri):
+        found = retrying(mlflow_client.get_experiment_by_name, name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                from zorb.errors import ConfigError
+
+                raise ConfigError(f"MLflow experiment {name!r} is deleted in {uri}: restore it "
+                                  f"(mlflow experiments restore) or choose another tracking.experiment")
+            return found.experiment_id
+        try:
+            return retrying(mlflow_client.create_experiment, name,
+                            artifact_location=artifact_location(uri, name))
+        except Exception as error:
+            if "already exists" not in str(error).lower():
+                raise
+            return retrying(mlflow_client.get_experiment_by_name, name).experiment_id
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, str]:
+    """A nested dict/list as ``{"a.b.0.c": "value"}``: the shape MLflow params take.
+
+    Values are written as YAML would read them back (``null``, ``true``, numbers as
+    Python prints them); an empty dict or list is kept as ``{}`` / ``[]``.
+    """
+    items: dict[str, str] = {}
+    if isinstance(config, Mapping) and config:
+        for key, value in config.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(config, (list, tuple)) and config:
+        for index, value in enumerate(config):
+            items.update(flatten(value, f"{prefix}{index}."))
+    else:
+        items[prefix[:-1]] = _param_text(config)
+    return items
+
+
+def _param_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "{}"
+    if isinstance(value, (list, tuple)):
+        return "[]"
+    text = str(value)
+    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+
+
+def git_info(root: Path | None = None) -> dict[str, str]:
+    """``{"git.commit": sha or "unknown", "git.dirty": "true"/"false"/"unknown"}``.
+
+    Dirty means tracked files differ from the commit or untracked, not ignored files exist.
+    """
+    root = root or project_root()
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    status = git("status", "--porcelain")
+    dirty = "unknown" if status is None else ("true" if status.strip() else "false")
+    return {"git.commit": commit.strip(), "git.dirty": dirty}
+
+
+def finite_or_max(value: float) -> float:
+    """MLflow stores floats; an infinite condition number is kept as the largest double."""
+    if math.isnan(value):
+        return value
+    if math.isinf(value):
+        return math.copysign(np.finfo(np.float64).max, value)
+    return float(value)
+
+
+class RunRecorder:
+    """Writes one MLflow run: params, tags, metrics and artifacts, then its final status."""
+
+    def __init__(self, mlflow_client, run_id: str):
+        self.client = mlflow_client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        retrying(self.client.log_batch, self.run_id,
+                 params=[Param(k, v) for k, v in params.items()])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        retrying(self.client.log_batch, self.run_id,
+                 tags=[RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        retrying(self.client.log_batch, self.run_id,
+                 metrics=[Metric(k, finite_or_max(float(v)), stamp, step) for k, v in metrics.items()])
+
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        retrying(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def log_dir(self, path: Path, artifact_path: str | None = None) -> None:
+        retrying(self.client.log_artifacts, self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        retrying(self.client.log_text, self.run_id, text, artifact_file)
+
+    def log_json(self, data: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(data, indent=2, default=_json_default), artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(artifact_file).name
+            figure.savefig(path, dpi=110)
+            parent = str(Path(artifact_file).parent)
+            self.log_file(path, None if parent == "." else parent)
+
+    def terminate(self, status: str) -> None:
+        retrying(self.client.set_terminated, self.run_id, status)
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+
+def _json_default(value: Any):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def start_run(mlflow_client, experiment: str, *, run_name: str, tags: Mapping[str, Any] | None = None,
+              parent_run_id: str | None = None) -> RunRecorder:
+    """Open a run (a child of ``parent_run_id`` when given) and return its recorder."""
+    all_tags = {k: str(v)[:MAX_TAG_LENGTH] for k, v in (tags or {}).items()}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = retrying(mlflow_client.create_run, experiment, run_name=run_name, tags=all_tags)
+    return RunRecorder(mlflow_client, run.info.run_id)
