@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test test-fast lint clean ui sweep
+.PHONY: install run test test-fast lint clean ui sweep experiment tables
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ SWEEP ?= dataset=iris,xor,two_spirals seed=0,1,2,3,4
 sweep: install
 	$(PY) run.py -m hydra/launcher=joblib $(SWEEP)
 
+# A paper table's sweep (experiments/<name>.yaml): make experiment EXPERIMENT=paper_b
+EXPERIMENT ?= paper_a
+experiment: install
+	$(PY) run.py -m experiment=$(EXPERIMENT)
+
+# Markdown + CSV tables in tables/ from the latest sweep of every experiment in the store
+# (MLFLOW_TRACKING_URI if set, else ./mlflow.db); one: make tables TABLES=paper_a
+TABLES ?=
+tables: install
+	$(PY) scripts/tables.py $(TABLES)
+
 # The MLflow UI for the runs' store (MLFLOW_TRACKING_URI if set, else ./mlflow.db), on 127.0.0.1 only.
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
@@ -34,4 +45,4 @@ test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun tables .pytest_cache

@@ -44,6 +44,9 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from zorb import experiments
+
+    experiments.register()  # as run.py does: experiments/*.yaml are the `experiment` group
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))
 

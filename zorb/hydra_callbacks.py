@@ -17,6 +17,10 @@ file in the sweep directory, read and written under an ``fcntl`` lock:
 - ``on_multirun_end`` closes the parent if it is still open. Hydra skips it when a job
   failed, so the launching process also closes an open parent when it exits (FAILED unless
   every expected job finished).
+
+``DataCheckCallback`` runs first: a multirun whose jobs all read one image dataset (an
+experiment such as paper_b) checks that its files are present before any job starts, so a
+missing download is one sentence instead of one failed job per sweep point.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ try:
 except ImportError:  # pragma: no cover - hydra is a dependency; keep the module importable alone
     Callback = object  # type: ignore[misc,assignment]
 
+# Keys whose sweep gives jobs different datasets or data folders (the pre-flight check then
+# leaves each job to check its own).
+DATA_KEYS = ("dataset", "dataset.name", "dataset.download", "data_dir")
+
 
 def sweep_dir_of(hydra_cfg: DictConfig) -> Path:
     """The absolute sweep directory (relative ones are taken from Hydra's original cwd)."""
@@ -63,6 +71,31 @@ def sweep_dir_of(hydra_cfg: DictConfig) -> Path:
         cwd = OmegaConf.select(hydra_cfg, "runtime.cwd") or os.getcwd()
         folder = Path(cwd) / folder
     return folder
+
+
+def _sweep_overrides(hydra_cfg: DictConfig) -> list:
+    """The parsed overrides a basic sweep expands: ``hydra.sweeper.params``, then the command line's."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
+    return OverridesParser.create().parse_overrides(arguments)
+
+
+def swept_keys(config: DictConfig) -> set[str] | None:
+    """The config keys (or groups) that take several values in this multirun; None if unknown."""
+    try:
+        return {o.key_or_group for o in _sweep_overrides(config.hydra) if o.is_sweep_override()}
+    except Exception as error:
+        log.debug("cannot read the sweep's overrides: %s", error)
+        return None
+
+
+def experiment_choice(config: DictConfig) -> str | None:
+    """The ``experiment`` group's option this config was composed with, if any."""
+    choice = OmegaConf.select(config, "hydra.runtime.choices.experiment")
+    return None if choice in (None, "null") else str(choice)
 
 
 def count_jobs(config: DictConfig) -> int | None:
@@ -74,13 +107,8 @@ def count_jobs(config: DictConfig) -> int | None:
         return None
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
-        arguments = [f"{key}={value}" for key, value in params.items()]
-        arguments += list(OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
-        overrides = OverridesParser.create().parse_overrides(arguments)
-        batches = BasicSweeper.split_arguments(overrides, None)
+        batches = BasicSweeper.split_arguments(_sweep_overrides(hydra_cfg), None)
         return sum(len(batch) for batch in batches)
     except Exception as error:  # a sweep we cannot count is closed by the launching process
         log.debug("cannot count the jobs of this sweep: %s", error)
@@ -205,8 +233,34 @@ def current_job() -> SweepJob | None:
 
 def sweep_tags(config: DictConfig) -> dict[str, str]:
     overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
-    return {**tracking.git_info(), "hydra.overrides": " ".join(overrides),
+    tags = {**tracking.git_info(), "hydra.overrides": " ".join(overrides),
             "hydra.launcher": str(OmegaConf.select(config, "hydra.launcher._target_"))}
+    experiment = experiment_choice(config)
+    if experiment:
+        tags["zorb.experiment"] = experiment
+    return tags
+
+
+class DataCheckCallback(Callback):
+    """Hydra callback: before a multirun whose jobs all read one image dataset, check its files.
+
+    Hydra turns a callback's exceptions into warnings and goes on, so a missing file ends the
+    command here (``SystemExit``: the sentence on stderr, exit status 1) before any job or
+    MLflow run starts.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from zorb.data.images import IMAGE_DATASETS, MissingDataFiles, check_image_files
+
+        swept = swept_keys(config)
+        name = OmegaConf.select(config, "dataset.name")
+        if swept is None or swept & set(DATA_KEYS) or name not in IMAGE_DATASETS or \
+                OmegaConf.select(config, "dataset.download"):
+            return
+        try:
+            check_image_files(name, Path(str(config.data_dir)).expanduser())
+        except MissingDataFiles as error:
+            raise SystemExit(f"{error} (no job was started)") from None
 
 
 class MLflowSweepCallback(Callback):

@@ -11,7 +11,10 @@ prints without a traceback before exiting non-zero. In a multirun the other jobs
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
+import inspect
 import json
 import logging
 import math
@@ -28,12 +31,20 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import zorb
-from zorb import hydra_callbacks, threads, tracking
+from zorb import baselines, hydra_callbacks, threads, tracking
 from zorb.errors import ConfigError, ZorbError
+from zorb.fit import as_data
 
 log = logging.getLogger("zorb.runner")
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+# Random streams derived from the seed for the runner's own row choices; the data registry
+# uses [seed, 1] and [seed, 2] for its subsets.
+_VALIDATION_STREAM = 3
+_TRAIN_LIMIT_STREAM = 4
+_TEST_LIMIT_STREAM = 5
+LIMITS = ("train_samples", "test_samples", "width", "steps")
 
 
 class RunFailed(CompactHydraException):
@@ -61,10 +72,36 @@ def fit_zorb(network: zorb.Network, dataset, solver: SolverSettings, *, seed: in
                     **solver.fit_options())
 
 
-METHODS: dict[str, Callable] = {"zorb": fit_zorb}
-"""Training methods by ``method.name``: ``fn(network, dataset, solver, *, seed, callback)``
+def fit_mlelm(network: zorb.Network, dataset, solver: SolverSettings, *, seed: int,
+              callback: Callable) -> tuple[zorb.Network, baselines.MLELMReport]:
+    """ML-ELM (PAPER_EXPERIMENTS.md, A) with the solver's update cut (``u_rcond``, else ``rcond``)."""
+    dense_only = all(layer.kind == "dense" for layer in network.layers if layer.parametric)
+    if dense_only and (solver.ridge or solver.per_layer):  # baselines.fit_mlelm refuses the others itself
+        raise ConfigError("ML-ELM is plain least squares with one cut: set solver.ridge=0 and leave "
+                          "solver.per_layer empty")
+    rcond = solver.rcond if solver.u_rcond is None else solver.u_rcond
+    trained, report = baselines.fit_mlelm(network, dataset.x_train, dataset.y_train, rcond=rcond)
+    for layer in report.layers:
+        callback(layer)
+    return trained, report
+
+
+def fit_adam(network: zorb.Network, dataset, solver: SolverSettings, *, seed: int, callback: Callable,
+             learning_rate: float, steps: int, batch_size: int, loss: str, eval_every: int | None = None,
+             eval_rows: int | None = None) -> tuple[zorb.Network, baselines.AdamReport]:
+    """Adam (``zorb.baselines.train_adam``) from the same initial weights; the solver plays no part."""
+    return baselines.train_adam(network, dataset.x_train, dataset.y_train, learning_rate=learning_rate,
+                                steps=steps, batch_size=batch_size, loss=loss, seed=seed, eval_every=eval_every,
+                                eval_rows=eval_rows)
+
+
+METHODS: dict[str, Callable] = {"zorb": fit_zorb, "mlelm": fit_mlelm, "adam": fit_adam}
+"""Training methods by ``method.name``: ``fn(network, dataset, solver, *, seed, callback, **options)``
 returning ``(trained network, report)`` where the report has ``fit_seconds``,
-``compile_seconds`` and ``layers`` (``zorb.LayerReport``s, possibly empty)."""
+``compile_seconds`` and ``layers`` (``zorb.LayerReport``s, possibly empty). ``options`` are
+the method group's other keys, declared as keyword-only parameters (those without a default
+are required). A report with a ``curve`` of ``(step, training seconds, train error)`` has it
+logged as the metric histories ``curve.train_error`` and ``curve.train_seconds``."""
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
@@ -112,6 +149,7 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
     thread_tags = _pin_threads(config, job)
     recorder = _open_run(config, job, thread_tags) if _get(config, "tracking", "enabled") else None
     try:
+        config = apply_limits(config)
         if recorder is not None:
             recorder.log_params(tracking.flatten(config))
         metrics = _experiment(config, recorder)
@@ -186,6 +224,7 @@ def _run_tags(config: Mapping, job) -> dict[str, str]:
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
     tags = {
         **tracking.git_info(),
+        **tracking.machine_info(),
         "hydra.overrides": " ".join(overrides),
         "jax.version": jax.__version__,
         "jax.backend": jax.default_backend(),
@@ -200,10 +239,18 @@ def _run_tags(config: Mapping, job) -> dict[str, str]:
     tags["mlflow.source.git.commit"] = tags["git.commit"]
     if hydra_cfg is not None:
         tags["hydra.output_dir"] = str(hydra_cfg.runtime.output_dir)
+    tags.update(_experiment_tag())
     if job is not None:
         tags["zorb.sweep_dir"] = str(job.state.folder)
         tags["zorb.job_num"] = str(job.num)
     return tags
+
+
+def _experiment_tag() -> dict[str, str]:
+    """``{"zorb.experiment": <name>}`` when Hydra composed this run with experiment=<name>."""
+    hydra_cfg = _hydra_config()
+    choice = OmegaConf.select(hydra_cfg, "runtime.choices.experiment") if hydra_cfg is not None else None
+    return {"zorb.experiment": str(choice)} if choice not in (None, "null") else {}
 
 
 def _open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.RunRecorder:
@@ -215,7 +262,7 @@ def _open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.R
         # normally opened by MLflowSweepCallback.on_multirun_start; the first job opens it otherwise
         state = job.state.open_parent(tracking_uri=uri, experiment=experiment,
                                       expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
-                                      tags=tracking.git_info(), fresh=False)
+                                      tags={**tracking.git_info(), **_experiment_tag()}, fresh=False)
         uri, parent_run_id = state["tracking_uri"], state["parent_run_id"]
         experiment_id = state["experiment_id"]
         client = tracking.client(uri)
@@ -260,6 +307,92 @@ def solver_settings(config: Mapping) -> SolverSettings:
                           per_layer=per_layer)
 
 
+def method_settings(config: Mapping) -> tuple[str, Callable, dict[str, Any]]:
+    """``(name, function, options)`` of the method group, its options checked against the
+    function's keyword-only parameters before any compute."""
+    options = dict(_get(config, "method"))
+    name = options.pop("name", None)
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+    function = METHODS[name]
+    accepted = [p for p in inspect.signature(function).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "callback")]
+    names = [p.name for p in accepted]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        known = f"options: {', '.join(names)}" if names else "it takes none"
+        raise ConfigError(f"method {name} has no option {unknown[0]!r} ({known})")
+    missing = [p.name for p in accepted if p.default is inspect.Parameter.empty and p.name not in options]
+    if missing:
+        raise ConfigError(f"method {name} needs method.{missing[0]}: set it, or pick method={name} "
+                          f"(conf/method/{name}.yaml sets every option)")
+    return name, function, options
+
+
+def _limits(config: Mapping) -> dict[str, int | None]:
+    """The ``limits`` caps, each a positive integer or None."""
+    limits = dict(config.get("limits") or {})
+    unknown = sorted(set(limits) - set(LIMITS))
+    if unknown:
+        raise ConfigError(f"limits has no key {unknown[0]!r} (keys: {', '.join(LIMITS)})")
+    for key in LIMITS:
+        value = limits.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"limits.{key} must be a positive integer or null, got {value!r}")
+        limits[key] = value
+    return limits
+
+
+def apply_limits(config: Mapping) -> dict[str, Any]:
+    """``config`` with ``limits.width`` applied to the network's dense units and conv2d filters
+    and ``limits.steps`` to the method's ``steps``, so that the params record what runs.
+    ``limits.train_samples`` and ``limits.test_samples`` apply when the data is loaded."""
+    limits = _limits(config)
+    config = copy.deepcopy(dict(config))
+    width, steps = limits["width"], limits["steps"]
+    network = config.get("network")
+    if width is not None and isinstance(network, Mapping):
+        for spec in network.get("layers") or []:
+            for key in ("units", "filters"):
+                value = spec.get(key) if isinstance(spec, Mapping) else None
+                if isinstance(value, int) and not isinstance(value, bool) and value > width:
+                    spec[key] = width
+    method = config.get("method")
+    if steps is not None and isinstance(method, Mapping):
+        value = method.get("steps")
+        if isinstance(value, int) and not isinstance(value, bool) and value > steps:
+            method["steps"] = steps
+    return config
+
+
+def _validation_fraction(config: Mapping) -> float:
+    fraction = config.get("validation_fraction") or 0.0
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"validation_fraction must be a number in [0, 1), got {fraction!r}")
+    return float(fraction)
+
+
+def _init_paths(config: Mapping) -> tuple[Path | None, Path | None]:
+    """``(init_file, init_out)`` as paths; init_file must exist."""
+    init_file, init_out = config.get("init_file"), config.get("init_out")
+    init_file = Path(str(init_file)).expanduser() if init_file else None
+    init_out = Path(str(init_out)).expanduser() if init_out else None
+    if init_file is not None and not init_file.is_file():
+        raise ConfigError(f"init_file {init_file} does not exist: write it first with init_out={init_file} "
+                          f"(and the same dataset, network and seed)")
+    return init_file, init_out
+
+
+def weights_digest(network: zorb.Network) -> str:
+    """SHA-256 of the network's weight arrays (dtype, shape and bytes of each, in order)."""
+    digest = hashlib.sha256()
+    for weights in network.weights:
+        array = np.ascontiguousarray(np.asarray(weights))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def _layer_specs(config: Mapping) -> list[dict[str, Any]]:
     layers = _get(config, "network", "layers")
     if not isinstance(layers, list) or not layers:
@@ -278,26 +411,76 @@ def _load_dataset(config: Mapping):
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ConfigError(f"dataset has no option {unknown[0]!r} (options: {', '.join(known)})")
-    return load_dataset(name, data_dir=_get(config, "data_dir"), seed=_get(config, "seed"), **options)
+    seed = _get(config, "seed")
+    dataset = load_dataset(name, data_dir=_get(config, "data_dir"), seed=seed, **options)
+    limits = _limits(config)
+    dataset = _keep_rows(dataset, "train", limits["train_samples"], np.random.default_rng([seed, _TRAIN_LIMIT_STREAM]))
+    return _keep_rows(dataset, "test", limits["test_samples"], np.random.default_rng([seed, _TEST_LIMIT_STREAM]))
 
 
-def _progress(network: zorb.Network, recorder: tracking.RunRecorder | None) -> Callable:
-    """The fit's callback: one log line per solved layer, and its metrics in MLflow at once
-    (a long fit shows its progress in the UI)."""
-    total = len(network.parametric_indices)
-    done = [0]
+def _rows_of(dataset, split: str, rows: np.ndarray) -> dict[str, Any]:
+    labels = getattr(dataset, f"labels_{split}")
+    return {f"x_{split}": getattr(dataset, f"x_{split}")[rows], f"y_{split}": getattr(dataset, f"y_{split}")[rows],
+            f"labels_{split}": None if labels is None else labels[rows]}
 
-    def callback(report) -> None:
-        done[0] += 1
+
+def _keep_rows(dataset, split: str, cap: int | None, rng: np.random.Generator):
+    """``dataset`` with at most ``cap`` rows of ``split`` (a random subset, in their order)."""
+    count = len(getattr(dataset, f"x_{split}"))
+    if cap is None or count <= cap:
+        return dataset
+    rows = np.sort(rng.choice(count, size=cap, replace=False))
+    return dataclasses.replace(dataset, **_rows_of(dataset, split, rows))
+
+
+def validation_split(dataset, fraction: float, seed: int):
+    """``(rest, held_out)``: ``rest`` is ``dataset`` with only the training rows outside a
+    seeded ``fraction`` of them; ``held_out`` is ``(x, y, task)`` of that fraction."""
+    count = len(dataset.x_train)
+    if count < 2:
+        raise ConfigError(f"validation_fraction needs at least 2 training samples, {dataset.name} has {count}")
+    held = min(count - 1, max(1, round(fraction * count)))
+    order = np.random.default_rng([seed, _VALIDATION_STREAM]).permutation(count)
+    keep, out = np.sort(order[held:]), np.sort(order[:held])
+    rest = dataclasses.replace(dataset, **_rows_of(dataset, "train", keep))
+    return rest, (dataset.x_train[out], dataset.y_train[out], dataset.task)
+
+
+PROGRESS_AFTER_SECONDS = 10.0
+"""A fit that has run this long sends each solved layer's metrics to MLflow at once."""
+
+
+class _Progress:
+    """The fit's callback: one log line per solved layer, and its metrics in MLflow.
+
+    The fit's clock runs while the callback does, and one store write takes ~10 ms: as much
+    as a whole small fit. So metrics wait for ``flush()`` after the fit until the fit has run
+    ``PROGRESS_AFTER_SECONDS``; from then on (a long fit, where a write is noise) each layer's
+    go out at once and the UI shows the progress.
+    """
+
+    def __init__(self, network: zorb.Network, recorder: tracking.RunRecorder | None):
+        self.total = len(network.parametric_indices)
+        self.recorder = recorder
+        self.done = 0
+        self.pending: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def __call__(self, report) -> None:
+        self.done += 1
         rows, cols = report.design_shape
         log.info("layer %d (%s, %d/%d): [A, 1] %d x %d, solve %.3f s, targets %.3f s, compile %.2f s, "
-                 "rank %d/%d, cond %.3g", report.index, report.kind, done[0], total, rows, cols,
+                 "rank %d/%d, cond %.3g", report.index, report.kind, self.done, self.total, rows, cols,
                  report.solve_seconds, report.target_seconds, report.compile_seconds, report.rank,
                  min(rows, cols), report.cond)
-        if recorder is not None:
-            recorder.log_metrics(layer_metrics(report))
+        self.pending.update(layer_metrics(report))
+        if time.perf_counter() - self.started >= PROGRESS_AFTER_SECONDS:
+            self.flush()
 
-    return callback
+    def flush(self) -> None:
+        if self.recorder is not None and self.pending:
+            self.recorder.log_metrics(self.pending)
+        self.pending = {}
 
 
 def layer_metrics(report) -> dict[str, float]:
@@ -310,24 +493,39 @@ def layer_metrics(report) -> dict[str, float]:
 
 
 def _experiment(config: Mapping, recorder: tracking.RunRecorder | None) -> dict[str, float]:
-    method_name = _get(config, "method", "name")
-    if method_name not in METHODS:
-        raise ConfigError(f"unknown method {method_name!r}; choose one of: {', '.join(METHODS)}")
+    method_name, fit_method, options = method_settings(config)
     solver = solver_settings(config)
     specs = _layer_specs(config)
     seed = _get(config, "seed")
+    validation = _validation_fraction(config)
+    init_file, init_out = _init_paths(config)
     started = time.perf_counter()
     dataset = _load_dataset(config)
     data_seconds = time.perf_counter() - started
     network = zorb.build_network(specs, dataset.input_shape, output_dim=dataset.output_dim, seed=seed,
                                  dtype=str(config.get("dtype", "float64")))
+    if init_file is not None:
+        network = baselines.load_initial_weights(network, init_file)
+        log.info("initial weights from %s", init_file)
+    if init_out is not None:
+        init_out.parent.mkdir(parents=True, exist_ok=True)
+        baselines.save_initial_weights(network, init_out)
+        log.info("initial weights written to %s", init_out)
+    if recorder is not None:
+        recorder.set_tags({"zorb.init_sha256": weights_digest(network)})
     log.info("%s: %d train / %d test samples, input %s, %d outputs (%s)", dataset.name,
              len(dataset.x_train), len(dataset.x_test), dataset.input_shape, dataset.output_dim, dataset.task)
     log.info("network %s:\n%s", config["network"]["name"], network.describe())
-    log.info("fitting %d layer(s) with %s: solver %s, rcond %g, ridge %g", len(network.parametric_indices),
-             method_name, solver.name, solver.rcond, solver.ridge)
+    settings = ", ".join(f"{key} {value}" for key, value in options.items()) or \
+        f"solver {solver.name}, rcond {solver.rcond:g}, ridge {solver.ridge:g}"
+    log.info("fitting %d layer(s) with %s: %s", len(network.parametric_indices), method_name, settings)
 
-    trained, report = METHODS[method_name](network, dataset, solver, seed=seed, callback=_progress(network, recorder))
+    # Checked before any method runs: a bad array fails here, and the check's one-time
+    # compilation per shape stays out of the methods' clocks (zorb.fit times its own check).
+    _check_data(network, dataset)
+    progress = _Progress(network, recorder)
+    trained, report = fit_method(network, dataset, solver, seed=seed, callback=progress, **options)
+    progress.flush()
 
     started = time.perf_counter()
     batch = config.get("eval_batch_size")
@@ -343,13 +541,47 @@ def _experiment(config: Mapping, recorder: tracking.RunRecorder | None) -> dict[
     summary = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("train_accuracy", "test_accuracy", "train_error",
                                                          "test_error") if k in metrics)
     log.info("done: %s; fit %.2f s (+ %.2f s compile)", summary, report.fit_seconds, report.compile_seconds)
+    if validation:
+        metrics.update(_validation_metrics(fit_method, network, dataset, solver, seed, options, validation, batch))
 
     if recorder is not None:
         recorder.log_metrics(metrics)
+        _log_curve(recorder, report)
         _log_artifacts(recorder, config, trained, report)
     for layer in report.layers:
         metrics.update(layer_metrics(layer))
     return metrics
+
+
+def _validation_metrics(fit_method: Callable, network: zorb.Network, dataset, solver: SolverSettings, seed: int,
+                        options: Mapping[str, Any], fraction: float, batch: int | None) -> dict[str, float]:
+    """``val_*``: the method fitted again, from the same initial weights, on the training rows
+    outside a seeded ``fraction`` of them, and scored on those held-out rows."""
+    rest, (x_val, y_val, task) = validation_split(dataset, fraction, seed)
+    _check_data(network, rest)
+    trained, report = fit_method(network, rest, solver, seed=seed, callback=lambda layer: None, **options)
+    scores = zorb.evaluate(trained, x_val, y_val, task=task, batch_size=batch)
+    metrics = {f"val_{k}": v for k, v in scores.items()}
+    metrics.update(val_samples=len(x_val), val_fit_seconds=report.fit_seconds)
+    log.info("validation: fitted on %d samples, %d held out: val_error %.4g", len(rest.x_train), len(x_val),
+             metrics["val_error"])
+    return metrics
+
+
+def _check_data(network: zorb.Network, dataset) -> None:
+    """ConfigError unless the training data is finite and of the network's shapes."""
+    as_data("X", dataset.x_train, network.dtype, network.input_shape)
+    as_data("Y", dataset.y_train, network.dtype, network.output_shape)
+
+
+def _log_curve(recorder: tracking.RunRecorder, report) -> None:
+    """A report's ``curve`` of ``(step, training seconds, train error)`` as two metric histories
+    whose steps are the method's steps: ``curve.train_error`` and ``curve.train_seconds``."""
+    curve = getattr(report, "curve", None)
+    if not curve:
+        return
+    recorder.log_metric_history("curve.train_error", [(step, error) for step, _, error in curve])
+    recorder.log_metric_history("curve.train_seconds", [(step, seconds) for step, seconds, _ in curve])
 
 
 def _log_artifacts(recorder: tracking.RunRecorder, config: Mapping, trained: zorb.Network, report) -> None:

@@ -34,6 +34,8 @@ ARTIFACTS_DIR = "mlartifacts"
 # MLflow's limits on one param value and on one tag value (characters).
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 5000
+# MLflow's limit on the metrics of one log_batch request.
+MAX_METRICS_PER_BATCH = 1000
 # SQLite lets one writer in at a time; MLflow's requests wait this long on a locked store.
 SQLITE_RETRIES = 8
 
@@ -226,6 +228,21 @@ def git_info(root: Path | None = None) -> dict[str, str]:
     return {"git.commit": commit.strip(), "git.dirty": dirty}
 
 
+def machine_info() -> dict[str, str]:
+    """``machine.cpu`` (the CPU's model name), ``machine.cpus`` (logical CPUs), ``machine.platform``."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"machine.cpu": model, "machine.cpus": str(os.cpu_count()), "machine.platform": platform.platform()}
+
+
 def finite_or_max(value: float) -> float:
     """MLflow stores floats; an infinite condition number is kept as the largest double."""
     if math.isnan(value):
@@ -260,6 +277,15 @@ class RunRecorder:
         stamp = int(time.time() * 1000)
         retrying(self.client.log_batch, self.run_id,
                  metrics=[Metric(k, finite_or_max(float(v)), stamp, step) for k, v in metrics.items()])
+
+    def log_metric_history(self, key: str, points: list[tuple[int, float]]) -> None:
+        """One metric's history, ``(step, value)`` per point, in batches MLflow accepts."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(key, finite_or_max(float(value)), stamp, int(step)) for step, value in points]
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            retrying(self.client.log_batch, self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         retrying(self.client.log_artifact, self.run_id, str(path), artifact_path)

@@ -185,13 +185,29 @@ def _cifar_split(layout: CifarLayout, folder: Path, names: tuple[str, ...]):
     return images, labels
 
 
-def read_cifar_dataset(name: str, data_dir: Path) -> RawData:
-    """cifar10 or cifar100 from the python batches under data_dir."""
+def check_cifar_files(name: str, data_dir: Path) -> None:
+    """MissingDataFiles naming the first of cifar10's or cifar100's batches absent from data_dir."""
     layout = CIFAR_LAYOUTS[name]
     folder = dataset_dir(name, data_dir)
     for file in layout.train_files + layout.test_files:
         if not (folder / file).is_file():
             raise _missing(name, data_dir, str((folder / file).absolute()))
+
+
+def check_image_files(name: str, data_dir: Path, fallback: bool = True) -> None:
+    """MissingDataFiles, with the sentence a run would give, unless every standard file of
+    ``name`` (one of IMAGE_DATASETS) is present; reads nothing."""
+    if name in IDX_FOLDERS:
+        locate_idx_files(name, data_dir, fallback)
+    else:
+        check_cifar_files(name, data_dir)
+
+
+def read_cifar_dataset(name: str, data_dir: Path) -> RawData:
+    """cifar10 or cifar100 from the python batches under data_dir."""
+    layout = CIFAR_LAYOUTS[name]
+    folder = dataset_dir(name, data_dir)
+    check_cifar_files(name, data_dir)
     x_train, t_train = _cifar_split(layout, folder, layout.train_files)
     x_test, t_test = _cifar_split(layout, folder, layout.test_files)
     return RawData(x_train, t_train, x_test, t_test, "classification", layout.num_classes, True)

@@ -1,0 +1,82 @@
+"""Write a paper table from a sweep's MLflow runs, as Markdown and CSV (zorb/tables.py).
+
+    python scripts/tables.py paper_a                  # the latest sweep of experiment=paper_a
+    python scripts/tables.py                          # every experiment with a sweep in the store
+    python scripts/tables.py paper_c --parent-run-id <id> --out-dir results --tracking-uri sqlite:////x/mlflow.db
+
+Writes <out-dir>/<experiment>.md and .csv and logs both as artifacts (tables/) of the sweep's
+parent run. The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else the project's
+mlflow.db, as for run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Run as a file (python scripts/tables.py), the repository root is not on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zorb import tables, tracking  # noqa: E402
+from zorb.experiments import EXPERIMENTS_DIR  # noqa: E402
+
+
+def write_table(client, experiment: str, out_dir: Path, parent_run_id: str | None = None,
+                log_artifacts: bool = True) -> list[Path]:
+    """Build ``experiment``'s table from its sweep; returns the files written."""
+    parent = tables.find_sweep(client, experiment, parent_run_id)
+    records, statuses = tables.read_sweep(client, parent)
+    if not records:
+        raise LookupError(f"sweep run {parent.info.run_id} of experiment={experiment} has no finished runs")
+    table = tables.build_table(records, title=f"{experiment}: mean ± std over seeds")
+    table.notes = tables.sweep_notes(experiment, parent, statuses, records) + table.notes
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{experiment}.md", out_dir / f"{experiment}.csv"]
+    paths[0].write_text(tables.markdown(table))
+    paths[1].write_text(tables.csv_text(table))
+    if log_artifacts:
+        for path in paths:
+            tracking.retrying(client.log_artifact, parent.info.run_id, str(path), "tables")
+    return paths
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiments", nargs="*", metavar="experiment",
+                        help="experiment names (experiments/<name>.yaml); default: every one with a sweep")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: as run.py)")
+    parser.add_argument("--parent-run-id", default=None,
+                        help="the sweep's parent run (default: the latest sweep of the experiment)")
+    parser.add_argument("--out-dir", type=Path, default=Path("tables"), help="where to write (default: tables/)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
+    args = parser.parse_args(argv)
+    if args.parent_run_id and len(args.experiments) != 1:
+        parser.error("--parent-run-id needs exactly one experiment")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    client = tracking.client(tracking.resolve_tracking_uri(args.tracking_uri))
+    names = args.experiments or sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    written = 0
+    for name in names:
+        try:
+            paths = write_table(client, name, args.out_dir, args.parent_run_id, not args.no_log)
+        except LookupError as error:
+            if args.experiments:
+                print(error, file=sys.stderr)
+                return 1
+            print(f"{name}: skipped ({error})")
+            continue
+        written += 1
+        print(f"{name}: {', '.join(map(str, paths))}")
+    if not written:
+        print("no table written: no experiment has a sweep in this store", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""zorb.tables on made-up runs: means and deviations over seeds, Adam's rate chosen by test and
+by validation error, the paper's speed-up paired by seed, every cell of the Markdown and CSV filled."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+
+import pytest
+
+from zorb import tables
+from zorb.tables import RunRecord
+
+
+def record(method, seed, *, dataset="iris", m=None, rate=None, curve=None, order=0, **metrics):
+    base = {"train_error": 0.1, "test_error": 0.2, "train_accuracy": 0.9, "test_accuracy": 0.8, "fit_seconds": 1.0}
+    base.update(metrics)
+    return RunRecord(run_id=f"{method}-{rate}-{seed}", dataset=dataset, network=dataset, m=m, method=method,
+                     learning_rate=rate, seed=seed, order=order, metrics=base, curve=curve)
+
+
+def test_summaries_are_mean_and_population_std_over_seeds():
+    summary = tables.summarize([1.0, 2.0, 4.0, None])
+    assert summary.count == 3
+    assert summary.mean == pytest.approx(7 / 3) and summary.std == pytest.approx(statistics.pstdev([1, 2, 4]))
+    assert tables.summarize([None]).mean is None
+    assert tables.format_summary(summary) == "2.333 ± 1.2"
+    assert tables.format_summary(tables.summarize([0.5])) == "0.5"
+    assert tables.format_summary(tables.summarize([])) == "—"
+    assert [tables.format_rate(r) for r in (1e-2, 5e-3, 1e-4, 2.5e-3, None)] == ["1e-2", "5e-3", "1e-4", "0.0025", "—"]
+
+
+def test_speedup_is_time_to_reach_zorbs_train_error_over_zorbs_fit_time():
+    zorb = record("zorb", 0, train_error=0.3, fit_seconds=0.5)
+    curve = [(0, 0.0, 1.0), (50, 2.0, 0.4), (100, 4.0, 0.3), (150, 6.0, 0.2)]
+    assert tables.speedup(record("adam", 0, rate=1e-3, curve=curve, fit_seconds=6.0), zorb) == (8.0, True)
+    # never reached: Adam's whole training time counts, as in the paper
+    never = [(0, 0.0, 1.0), (150, 6.0, 0.35)]
+    assert tables.speedup(record("adam", 0, rate=1e-3, curve=never, fit_seconds=6.0), zorb) == (12.0, False)
+    assert tables.time_to_reach(curve, 1.0) == 0.0
+
+
+def sweep():
+    """Two datasets x (zorb, mlelm, adam at three rates) x 3 seeds; the test error picks 1e-2 on
+    iris, the validation error 1e-3; on boston both pick 5e-3."""
+    runs, order = [], 0
+    for dataset in ("iris", "boston"):
+        for seed in range(3):
+            runs.append(record("zorb", seed, dataset=dataset, train_error=0.1, fit_seconds=0.5, order=order))
+            runs.append(record("mlelm", seed, dataset=dataset, order=order + 1))
+            for rate, test, val in ((1e-2, 0.1, 0.5), (5e-3, 0.3, 0.4), (1e-3, 0.2, 0.3)):
+                if dataset == "boston":
+                    test, val = {5e-3: (0.05, 0.05)}.get(rate, (test, val))
+                curve = [(0, 0.0, 1.0), (10, 1.0 + seed, 0.05 if rate == 1e-2 else 0.5)]
+                runs.append(record("adam", seed, dataset=dataset, rate=rate, curve=curve, test_error=test,
+                                   val_error=val, fit_seconds=1.0 + seed, order=order + 2))
+            order += 10
+    return runs
+
+
+def test_adam_rate_chosen_by_test_error_and_by_validation_error():
+    table = tables.build_table(sweep())
+    assert table.key_columns == ["dataset"]
+    shown = [(r.cell[0], r.method, r.learning_rate, r.selected_by) for r in table.shown()]
+    assert shown == [
+        ("iris", "zorb", None, []), ("iris", "mlelm", None, []),
+        ("iris", "adam", 1e-2, [tables.PAPER_CHOICE]), ("iris", "adam", 1e-3, [tables.VALIDATION_CHOICE]),
+        ("boston", "zorb", None, []), ("boston", "mlelm", None, []),
+        ("boston", "adam", 5e-3, [tables.PAPER_CHOICE, tables.VALIDATION_CHOICE]),
+    ]
+    [chosen] = [r for r in table.rows if r.cell[0] == "iris" and r.learning_rate == 1e-2]
+    # curve reaches ZORB's 0.1 at 1+seed seconds; ZORB fits in 0.5 s
+    assert chosen.speedup.mean == pytest.approx(statistics.fmean([2, 4, 6])) and chosen.reached == 3
+    [slow] = [r for r in table.rows if r.cell[0] == "iris" and r.learning_rate == 1e-3]
+    assert slow.reached == 0 and slow.speedup.mean == pytest.approx(statistics.fmean([2, 4, 6]))
+    assert chosen.seeds == [0, 1, 2] and chosen.figures["test_error"].mean == pytest.approx(0.1)
+
+
+def test_markdown_and_csv_have_every_cell_filled():
+    table = tables.build_table(sweep(), title="paper_a")
+    text = tables.markdown(table)
+    body = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(body) == 1 + 7 + 1 + 6  # header, shown rows, header of the rates table, its rows
+    for line in body:
+        assert all(cell.strip() for cell in line.strip("|").split("|")), line
+    assert "rate by test error (paper) and by validation error" in text
+    rows = list(csv.DictReader(io.StringIO(tables.csv_text(table))))
+    assert len(rows) == len(table.rows) == 10
+    adam = [r for r in rows if r["method"] == "adam" and r["dataset"] == "iris"]
+    assert {r["learning_rate"]: r["selected_by"] for r in adam} == {
+        "0.001": tables.VALIDATION_CHOICE, "0.005": "", "0.01": tables.PAPER_CHOICE}
+    assert float(adam[0]["speedup_mean"]) > 0 and adam[0]["speedup_pairs"] == "3"
+
+
+def test_regression_has_no_accuracy_and_one_rate_needs_no_choice():
+    runs = [record("zorb", s, dataset="sinc", m="10", order=0) for s in range(2)]
+    runs += [record("adam", s, dataset="sinc", m="10", rate=1e-3, order=1, curve=[(0, 0.0, 1.0)]) for s in range(2)]
+    runs += [record("zorb", s, dataset="sinc", m="20", order=2) for s in range(2)]
+    for run in runs:
+        del run.metrics["train_accuracy"], run.metrics["test_accuracy"]
+    table = tables.build_table(runs)
+    assert table.key_columns == ["m"]
+    assert [r.method for r in table.shown()] == ["zorb", "adam", "zorb"]
+    assert all(not r.selected_by for r in table.rows)
+    line = [ln for ln in tables.markdown(table).splitlines() if ln.startswith("| 10 | Adam")][0]
+    assert "| — | — |" in line  # the two accuracies
+
+
+def test_notes_say_when_runs_were_shrunk_or_lack_validation():
+    runs = [record("adam", 0, rate=r, curve=[(0, 0.0, 1.0)]) for r in (1e-2, 1e-3)]
+    runs[0].limits = {"width": "4"}
+    notes = tables.build_table(runs).notes
+    assert any("width=4" in note for note in notes)
+    assert any("without val_error" in note for note in notes)
