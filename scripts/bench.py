@@ -146,7 +146,7 @@ def route_solve_flops(solver: str, rows: int, d: int, k: int) -> float:
     return svd_flops(rows, d) + gemm(t, rows, k) + gemm(d, t, k)
 
 
-def fit_flops(plan, n: int, solver: str = "gram") -> dict:
+def fit_flops(plan, n: int, solver: str = "gram", overrides=None) -> dict:
     """Flops of the in-memory fit (``zorb.fit._fit_in_memory``) on n samples, by stage.
 
     - refresh: before each parametric layer's solve, the forward pass from that layer to
@@ -157,8 +157,10 @@ def fit_flops(plan, n: int, solver: str = "gram") -> dict:
       plus col2im's additions for a conv layer inverted on the way;
     - solve: the cheapest exact route (``cheapest_solve_flops``) per parametric layer.
     Elementwise activations, their inverses and patch extraction are memory traffic, not
-    counted. Per-layer figures are in ``layers`` (keyed by the 1-based layer index).
+    counted. Per-layer figures are in ``layers`` (keyed by the 1-based layer index), with
+    ``route_solve``: what ``solver`` (or ``overrides[index]``) does for that solve.
     """
+    overrides = overrides or {}
     params = [i for i, e in enumerate(plan) if e["parametric"]]
     observed = [any(e["kind"] == "softmax" for e in plan[i + 1:]) for i in range(len(plan))]
 
@@ -198,7 +200,7 @@ def fit_flops(plan, n: int, solver: str = "gram") -> dict:
         for key, value in solve.items():
             totals[f"solve_{key}"] += value
         own["solve"] = sum(solve.values())
-        own["route_solve"] = route_solve_flops(solver, rows, e["d"], e["k"])
+        own["route_solve"] = route_solve_flops(overrides.get(i + 1, solver), rows, e["d"], e["k"])
         if i != params[-1]:
             totals["forward"] += forward(i)
             own["forward"] += forward(i)
@@ -307,9 +309,11 @@ def train_errors(network, x, y, eval_rows, seed):
     return full, sub, accuracy
 
 
-def layer_rows(report):
+def layer_rows(report, cold=None):
+    """Per-layer stage seconds of ``report``; compile seconds from ``cold`` (the first fit) if given."""
+    compile_seconds = {r.index: r.compile_seconds for r in (cold or report).layers}
     return [{"index": r.index, "kind": r.kind, "design": list(r.design_shape), "solve": r.solve_seconds,
-             "target": r.target_seconds, "forward": r.forward_seconds, "compile": r.compile_seconds,
+             "target": r.target_seconds, "forward": r.forward_seconds, "compile": compile_seconds[r.index],
              "rank": r.rank, "cond": r.cond} for r in report.layers]
 
 
@@ -364,7 +368,7 @@ def work_zorb(cfg):
         out[run["solver"]] = {
             "fit_seconds": wall, "report_fit_seconds": warm.fit_seconds, "warm_compile_seconds": warm.compile_seconds,
             "compile_seconds": cold.compile_seconds, "cold_wall_seconds": cold_wall, "train_error": full,
-            "train_error_eval_rows": sub, "train_accuracy": accuracy, "layers": layer_rows(warm),
+            "train_error_eval_rows": sub, "train_accuracy": accuracy, "layers": layer_rows(warm, cold),
             "rss_before_fit_gib": rss_before, "peak_rss_gib": peak_rss_gib()}
         del trained
     return out
@@ -466,11 +470,40 @@ def worker_main(text: str) -> None:
 # Orchestration
 # ---------------------------------------------------------------------------------------------
 
+def busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine have spent busy (from /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+OTHER_LOAD: list[float] = []
+"""Cores used by other processes while each worker ran (machine busy time less our workers')."""
+
+
 def run_worker(cfg, env_extra=None, timeout=None):
+    """Run one measurement in a fresh process; also records how many cores other processes
+    kept busy meanwhile (timings are only comparable when that is near 0)."""
     env = dict(os.environ)
     env.update(env_extra or {})
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)]
+    busy, mine, wall = busy_seconds(), children_cpu_seconds(), time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - wall
+    if busy is not None:
+        other = (busy_seconds() - busy - (children_cpu_seconds() - mine)) / wall
+        OTHER_LOAD.append(max(0.0, other))
+        print(f"  [worker {cfg['task']}: {wall:.0f} s; other processes kept {max(0.0, other):.2f} cores busy]",
+              flush=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
@@ -507,7 +540,7 @@ class Bench:
 
     # ---- GEMM -------------------------------------------------------------------------------
     def gemm(self):
-        size = 1500 if self.args.quick else 4000
+        size = 1000 if self.args.quick else 4000
         section(f"float64 GEMM rate ({size}x{size} @ {size}x{size}, warm, best of 3; 2*m*n*k flops)")
         r = run_worker({"task": "gemm", "size": size, "repeats": 3})
         self.gemm_rate = max(r["numpy_gflops"], r["xla_gflops"])
@@ -563,7 +596,8 @@ class Bench:
                   f"(before fit {r['rss_before_fit_gib']:.2f})  train error {r['train_error']:.4f} "
                   f"acc {r['train_accuracy']:.3f}")
             if not quiet:
-                self.print_layers(r["layers"], flops["layers"], plan, rows, solver)
+                overrides = {int(k): v["solver"] for k, v in (run.get("per_layer") or {}).items()}
+                self.print_layers(r["layers"], fit_flops(plan, rows, solver, overrides)["layers"])
             self.put(f"fit_s_{tag}_{solver}", r["fit_seconds"])
             self.put(f"compile_s_{tag}_{solver}", r["compile_seconds"])
             self.put(f"limit_ratio_{tag}_{solver}", ratio)
@@ -571,20 +605,24 @@ class Bench:
             self.put(f"train_error_{tag}_{solver}", r["train_error"])
         return results, flops
 
-    def print_layers(self, layers, model, plan, rows, solver):
+    def print_layers(self, layers, model):
+        """Per parametric layer, the FitReport's stage seconds beside their flop-bound limits
+        (``fit_flops``' per-layer flops at the GEMM rate); ``route/min`` is the flops of the
+        solver's own route over the cheapest route's. Seconds include what each stage does
+        besides flops (elementwise activations and inverses, patch extraction, copies)."""
         rate = self.gemm_rate * 1e9
-        print(f"    {'layer':>5s} {'design':>17s} {'solve s':>8s} {'(limit)':>8s} {'route/min':>9s} "
-              f"{'targets s':>9s} {'(limit)':>8s} {'forward s':>9s} {'(limit)':>8s}")
+        print(f"    {'layer':>5s} {'design [A,1]':>17s} {'solve s':>8s} {'(limit)':>8s} {'route/min':>9s} "
+              f"{'targets s':>9s} {'(limit)':>8s} {'forward s':>9s} {'(limit)':>8s} {'compile s':>9s}")
         for r in layers:
             m = model[r["index"]]
             print(f"    {r['index']:5d} {r['design'][0]:>9,d}x{r['design'][1]:<7,d} {r['solve']:8.3f} "
                   f"{m['solve'] / rate:8.3f} {m['route_solve'] / m['solve']:9.2f} {r['target']:9.3f} "
-                  f"{m['targets'] / rate:8.3f} {r['forward']:9.3f} {m['forward'] / rate:8.3f}")
-        total = {s: sum(r[s] for r in layers) for s in ("solve", "target", "forward")}
+                  f"{m['targets'] / rate:8.3f} {r['forward']:9.3f} {m['forward'] / rate:8.3f} {r['compile']:9.2f}")
+        total = {s: sum(r[s] for r in layers) for s in ("solve", "target", "forward", "compile")}
         limits = {s: sum(m[k] for m in model.values()) / rate for s, k in
                   (("solve", "solve"), ("target", "targets"), ("forward", "forward"))}
         print(f"    {'all':>5s} {'':17s} {total['solve']:8.3f} {limits['solve']:8.3f} {'':9s} {total['target']:9.3f} "
-              f"{limits['target']:8.3f} {total['forward']:9.3f} {limits['forward']:8.3f}")
+              f"{limits['target']:8.3f} {total['forward']:9.3f} {limits['forward']:8.3f} {total['compile']:9.2f}")
 
     # ---- dense networks -------------------------------------------------------------------
     def dense(self):
@@ -634,7 +672,7 @@ class Bench:
 
     # ---- Adam ---------------------------------------------------------------------------------
     def adam(self):
-        steps = self.args.adam_steps or (100 if self.args.quick else 20_000)
+        steps = self.args.adam_steps or (50 if self.args.quick else 20_000)
         section(f"Adam (optax, jit, batch 32, {steps:,} steps) to ZORB's training error, same data and initial "
                 f"weights; curve on {self.args.eval_rows:,} fixed training rows, evaluation off the clock")
         cases = [(net, res, rows, (784,), self.args.dataset, "sse") for net, (res, rows) in
@@ -682,7 +720,7 @@ class Bench:
               f"{r['peak_rss_gib']:.2f} GiB (X {r['x_bytes_gib']:.2f} GiB; {r['rss_before_fit_gib']:.2f} before "
               f"the fit)  {done / r['fit_seconds'] / 1e9:.1f} GFLOP/s; {r['fit_seconds'] / (done / rate):.2f}x "
               f"the limit of what it does, {r['fit_seconds'] / (needed / rate):.2f}x the limit of what is needed")
-        self.print_layers(r["layers"], fit_flops(plan, rows, solver)["layers"], plan, rows, solver)
+        self.print_layers(r["layers"], fit_flops(plan, rows, solver)["layers"])
         print("    (limits above are the in-memory algorithm's; the streamed fit redoes the forward below each "
               "layer on every pass)")
         self.put("memory_rows", rows)
@@ -744,10 +782,17 @@ class Bench:
               flush=True)
         started = time.perf_counter()
         self.gemm()
+        print(f"(section took {time.perf_counter() - started:.0f} s)")
         for name in ("dense", "conv", "adam", "memory", "paper", "threads"):
             if name in sections:
+                begun = time.perf_counter()
                 getattr(self, name)()
+                print(f"(section took {time.perf_counter() - begun:.0f} s)", flush=True)
         self.put("bench_s", time.perf_counter() - started)
+        if OTHER_LOAD:
+            self.put("other_load_max_cores", max(OTHER_LOAD), 2)
+            print(f"\nother processes kept up to {max(OTHER_LOAD):.2f} of {os.cpu_count()} cores busy during a "
+                  f"measurement (mean {sum(OTHER_LOAD) / len(OTHER_LOAD):.2f}): timings are comparable only near 0")
         print()
         print(" ".join(f"{k}={v:g}" for k, v in self.keys.items()))
 
@@ -768,12 +813,13 @@ def parse_args(argv=None):
                                                  "the rows of the streamed fit (default 1,000,000)")
     parser.add_argument("--images", type=int, help="images for conv1 (default 1,280)")
     parser.add_argument("--solvers", default="svd,qr,gram")
-    parser.add_argument("--networks", default="mnist_6,mnist_11,conv1")
+    parser.add_argument("--networks", help="comma list of mnist_6, mnist_11, conv1 (default all three; quick: "
+                                           "mnist_6,conv1)")
     parser.add_argument("--dataset", default="random", choices=("random", "mnist", "fashion_mnist"),
                         help="inputs of the dense networks: random uniform rows, or real data from --data-dir "
                              "(zorb.data.load_dataset; Debian's Fashion-MNIST is found as a fallback)")
     parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--adam-steps", type=int, help="Adam's step budget (default 20,000; quick 150)")
+    parser.add_argument("--adam-steps", type=int, help="Adam's step budget (default 20,000; quick 50)")
     parser.add_argument("--eval-rows", type=int, default=2_000, help="rows Adam's error curve is measured on")
     parser.add_argument("--curve-points", type=int, default=100, help="Adam evaluations over its run")
     parser.add_argument("--chunk-rows", type=int, default=20_000, help="chunk size of the streamed fit")
@@ -793,11 +839,15 @@ def parse_args(argv=None):
                                     ("threads", args.threads)) if on]
     else:
         sections = ["dense", "conv", "adam"] + (["memory"] if args.quick else [])
-    args.memory_rows = (args.rows if args.memory and args.rows else None) or (3_000 if args.quick else 1_000_000)
+    args.memory_rows = (args.rows if args.memory and args.rows else None) or (2_000 if args.quick else 1_000_000)
     if args.quick:
-        args.chunk_rows = min(args.chunk_rows, 1_000)
-        args.eval_rows = min(args.eval_rows, 300)
-        args.curve_points = min(args.curve_points, 30)
+        args.chunk_rows = min(args.chunk_rows, 500)
+        args.eval_rows = min(args.eval_rows, 200)
+        args.curve_points = min(args.curve_points, 10)
+        if args.networks is None:  # mnist_11 adds nothing to a smoke run but 40 s of compiling and fitting
+            args.networks = "mnist_6,conv1"
+    if args.networks is None:
+        args.networks = "mnist_6,mnist_11,conv1"
     if args.memory and args.rows and "dense" not in sections:
         args.rows = None
     return args, sections
