@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test test-fast lint clean ui sweep experiment tables
+.PHONY: install run test test-fast lint clean ui sweep experiment tables bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ UI_PORT ?= 5000
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 ui: $(PY)
 	$(PY) -m mlflow ui --backend-store-uri '$(STORE)' --host $(UI_HOST) --port $(UI_PORT) --workers 1
+
+# Fit times against the flop-bound limit, peak memory, Adam's time to ZORB's error (scripts/bench.py --help)
+bench: install
+	$(PY) scripts/bench.py
 
 test: install
 	$(PY) -m pytest
