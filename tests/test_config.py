@@ -102,13 +102,13 @@ def test_shipped_network_builds_and_matches_the_paper(network):
 
 
 def test_public_keys_override():
-    cfg = compose("dataset=iris", "network=iris", "solver.rcond=1e-9", "seed=3", "data_dir=/tmp/d",
+    cfg = compose("dataset=iris", "network=iris", "solver.rcond=1e-9", "seed=3", "data_dir=scratch/d",
                   "solver.name=qr", "solver.u_rcond=1e-7", "solver.b_rcond=1e-5", "solver.ridge=0.5",
-                  "tracking.uri=sqlite:////tmp/x.db", "tracking.experiment=exp")
-    assert (cfg.dataset.name, cfg.network.name, cfg.seed, cfg.data_dir) == ("iris", "iris", 3, "/tmp/d")
+                  "tracking.uri=sqlite:///scratch/x.db", "tracking.experiment=exp")
+    assert (cfg.dataset.name, cfg.network.name, cfg.seed, cfg.data_dir) == ("iris", "iris", 3, "scratch/d")
     assert (cfg.solver.name, cfg.solver.rcond, cfg.solver.u_rcond, cfg.solver.b_rcond, cfg.solver.ridge) == \
         ("qr", 1e-9, 1e-7, 1e-5, 0.5)
-    assert (cfg.tracking.uri, cfg.tracking.experiment) == ("sqlite:////tmp/x.db", "exp")
+    assert (cfg.tracking.uri, cfg.tracking.experiment) == ("sqlite:///scratch/x.db", "exp")
     for solver in ("svd", "qr", "gram"):
         assert compose(f"solver={solver}").solver.name == solver
 
