@@ -125,6 +125,16 @@ BAD_CONFIGS = [
     (["dataset.name=foo"], "unknown dataset 'foo'"),
     (["method.name=sgd"], "unknown method 'sgd'"),
     (["dataset=iris", "+solver.per_layer.2.rcond=1e-3"], "per_layer names layer 2"),
+    (["solver=qr", "solver.chunk_rows=0"], "solver.chunk_rows must be a positive integer or null, got 0"),
+    (["solver=qr", "solver.chunk_rows=1.5"], "solver.chunk_rows must be a positive integer or null, got 1.5"),
+    (["solver=qr", "solver.devices=many"], "solver.devices must be a positive integer, 'all' or null, got 'many'"),
+    (["solver=qr", "solver.devices=0"], "solver.devices must be a positive integer, 'all' or null, got 0"),
+    (["solver=qr", "solver.devices=4096"], "solver.devices=4096 but JAX sees"),
+    (["dataset=iris", "solver=svd", "solver.chunk_rows=50"],
+     "solver=svd needs the whole design matrix in memory, so it cannot stream rows with solver.chunk_rows: "
+     "use solver=qr"),
+    (["dataset=iris", "solver=qr", "solver.chunk_rows=50", "+solver.per_layer.3.solver=svd"],
+     "solver.per_layer.3.solver=svd needs the whole design matrix in memory"),
 ]
 
 
@@ -136,6 +146,35 @@ def test_bad_config_fails_before_any_compute(store, overrides, message):
     [run] = runs_of(store)
     assert run.info.status == "FAILED"
     assert message in run.data.tags["error"]
+    assert "fit_seconds" not in run.data.metrics
+
+
+def test_chunked_qr_run_matches_the_in_memory_one(store):
+    """solver.chunk_rows streams iris's 105 training rows in chunks of 40 (40 + 40 + 25):
+    the same figures as the in-memory qr fit, and the setting recorded as a param."""
+    assert len(load_dataset("iris", seed=0).x_train) % 40 != 0
+    runner.main(compose("dataset=iris", "solver=qr", f"tracking.uri={store}", "tracking.log_model=false"))
+    runner.main(compose("dataset=iris", "solver=qr", "solver.chunk_rows=40", f"tracking.uri={store}",
+                        "tracking.log_model=false"))
+    in_memory, chunked = runs_of(store)
+    assert in_memory.info.status == chunked.info.status == "FINISHED"
+    assert (in_memory.data.params["solver.chunk_rows"], chunked.data.params["solver.chunk_rows"]) == ("null", "40")
+    assert chunked.data.params["solver.devices"] == "null"
+    for key in ("train_error", "test_error", "train_mse", "test_mse"):
+        assert chunked.data.metrics[key] == pytest.approx(in_memory.data.metrics[key], rel=1e-8), key
+    assert chunked.data.metrics["train_samples"] == 105
+
+
+@pytest.mark.slow
+def test_cli_chunk_rows_needs_a_streaming_solver(store, tmp_path):
+    result = run_cli("dataset=iris", "solver=svd", "solver.chunk_rows=50", f"tracking.uri={store}", cwd=tmp_path,
+                     timeout=120)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "solver.chunk_rows" in line and "solver=qr" in line
+    [run] = runs_of(store)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == line
+    assert run.data.params["solver.chunk_rows"] == "50"
     assert "fit_seconds" not in run.data.metrics
 
 
@@ -176,6 +215,7 @@ CLI_BAD_CONFIGS = [
     (["dataset=iris", "network.layers.0.units=0"], "layer 1: dense units must be a positive integer"),
     (["dataset=iris", "network=conv_dense"], "conv2d needs an image input"),
     (["dataset=iris", "solver.rcond=-1"], "rcond must be >= 0"),
+    (["dataset=iris", "solver=qr", "solver.chunk_rows=0"], "solver.chunk_rows must be a positive integer or null"),
 ]
 
 

@@ -59,10 +59,13 @@ class SolverSettings:
     b_rcond: float | None
     ridge: float
     per_layer: dict[int, dict[str, Any]]
+    chunk_rows: int | None = None
+    devices: int | str | None = None
 
     def fit_options(self) -> dict[str, Any]:
         return {"solver": self.name, "rcond": self.rcond, "u_rcond": self.u_rcond, "b_rcond": self.b_rcond,
-                "ridge": self.ridge, "per_layer": self.per_layer}
+                "ridge": self.ridge, "per_layer": self.per_layer, "chunk_rows": self.chunk_rows,
+                "devices": self.devices}
 
 
 def fit_zorb(network: zorb.Network, dataset, solver: SolverSettings, *, seed: int,
@@ -303,8 +306,41 @@ def solver_settings(config: Mapping) -> SolverSettings:
         if not isinstance(options, Mapping):
             raise ConfigError(f"solver.per_layer.{key} must be a mapping such as {{rcond: 1e-9}}, got {options!r}")
         per_layer[index] = dict(options)
+    chunk_rows, devices = solver.get("chunk_rows"), solver.get("devices")
+    _check_scale_options(name, per_layer, chunk_rows, devices)
     return SolverSettings(name=name, rcond=rcond, u_rcond=u_rcond, b_rcond=b_rcond, ridge=ridge,
-                          per_layer=per_layer)
+                          per_layer=per_layer, chunk_rows=chunk_rows, devices=devices)
+
+
+def _check_scale_options(name: str, per_layer: Mapping[int, Mapping[str, Any]], chunk_rows, devices) -> None:
+    """``solver.chunk_rows`` (null or a positive integer) and ``solver.devices`` (null, a
+    positive integer or "all"), and that every layer's solver can stream or split its rows
+    when they ask for it (``zorb.fit`` checks the same, but only after the data is loaded)."""
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+        raise ConfigError(f"solver.chunk_rows must be a positive integer or null, got {chunk_rows!r}")
+    if devices is not None and devices != "all" and \
+            (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+        raise ConfigError(f"solver.devices must be a positive integer, 'all' or null, got {devices!r}")
+    import jax
+
+    available = jax.device_count()
+    if isinstance(devices, int) and devices > available:
+        raise ConfigError(f"solver.devices={devices} but JAX sees {available} device(s): use at most "
+                          f"{available}, 'all' or null")
+    count = available if devices == "all" else devices or 1
+    used = [(None, name)] + [(index, options["solver"]) for index, options in per_layer.items()
+                             if "solver" in options]
+    for index, layer_solver in used:
+        solver = zorb.SOLVERS.get(layer_solver) if isinstance(layer_solver, str) else None
+        if solver is None or solver.streams:  # an unknown name fails in zorb.fit's own check
+            continue
+        where = f"solver.per_layer.{index}.solver={layer_solver}" if index is not None else f"solver={layer_solver}"
+        if chunk_rows is not None:
+            raise ConfigError(f"{where} needs the whole design matrix in memory, so it cannot stream rows with "
+                              f"solver.chunk_rows: use solver=qr (the same answer) or gram, or solver.chunk_rows=null")
+        if count > 1:
+            raise ConfigError(f"{where} cannot split rows over {count} devices: use solver=qr (the same answer) "
+                              f"or gram, or solver.devices=null")
 
 
 def method_settings(config: Mapping) -> tuple[str, Callable, dict[str, Any]]:
@@ -517,7 +553,9 @@ def _experiment(config: Mapping, recorder: tracking.RunRecorder | None) -> dict[
              len(dataset.x_train), len(dataset.x_test), dataset.input_shape, dataset.output_dim, dataset.task)
     log.info("network %s:\n%s", config["network"]["name"], network.describe())
     settings = ", ".join(f"{key} {value}" for key, value in options.items()) or \
-        f"solver {solver.name}, rcond {solver.rcond:g}, ridge {solver.ridge:g}"
+        f"solver {solver.name}, rcond {solver.rcond:g}, ridge {solver.ridge:g}" + \
+        "".join(f", {key} {value}" for key, value in (("chunk_rows", solver.chunk_rows), ("devices", solver.devices))
+                if value is not None)
     log.info("fitting %d layer(s) with %s: %s", len(network.parametric_indices), method_name, settings)
 
     # Checked before any method runs: a bad array fails here, and the check's one-time
