@@ -7,10 +7,15 @@
     zorb.evaluate(trained, X_test, Y_test)
 
 Importing zorb turns on JAX's 64-bit mode: the algorithm works in float64 unless a network
-is built with ``dtype="float32"``.
+is built with ``dtype="float32"``. It also keeps freed memory for reuse (``zorb.allocator``;
+``ZORB_MALLOC_TUNING=0`` turns that off).
 """
 
-import jax
+from zorb import allocator
+
+allocator.tune()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
