@@ -105,6 +105,27 @@ def test_underdetermined_bias_solve_is_minimum_norm(rng):
         assert relative(w, np.linalg.pinv(augmented(a)) @ t) < 1e-10
 
 
+@pytest.mark.parametrize("name", ["svd", "qr", "gram"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_wide_design_works_on_the_small_side_with_cut_and_ridge(name, bias, rng):
+    """Fewer rows than columns (the dual route of qr and gram): the cut and the ridge act as
+    on numpy's SVD of [A, 1], and the spectrum has ``rows`` values."""
+    rows, cols, rank = 40, 300, 30
+    a = rng.normal(size=(rows, rank)) @ rng.normal(size=(rank, cols))  # rank-deficient: values to cut
+    t = rng.normal(size=(rows, 3))
+    m = augmented(a) if bias else a
+    u, s, vt = np.linalg.svd(m, full_matrices=False)
+    rcond = 1e-6 if name == "gram" else 1e-10
+    for ridge in (0.0, 1e-2):
+        keep = s > rcond * s[0]
+        f = np.where(keep, s / (s * s + ridge), 0.0)
+        expected = vt.T @ (f[:, None] * (u.T @ t))
+        w, spectrum = solve(name, a, t, rcond, ridge=ridge, bias=bias)
+        assert w.shape == (cols + bias, 3) and spectrum.shape == (rows,)
+        np.testing.assert_allclose(spectrum[:rank], s[:rank], rtol=1e-9)
+        assert relative(w, expected) < 1e-9
+
+
 def test_pseudoinverse_cut_and_summary(rng):
     u, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     v, _ = np.linalg.qr(rng.normal(size=(4, 4)))

@@ -16,6 +16,12 @@ numpy's ``pinv`` does; the kept ones are applied through the filter ``s / (s^2 +
   ``svd`` with fewer flops and no ``rows x d`` factor kept.
 - ``gram``: normal equations ``[A,1]^T [A,1]`` with an eigenvalue cut. Fewest flops, but the
   condition number is squared, so it refuses an ``rcond`` that the dtype cannot honour.
+
+A design matrix wider than tall (fewer rows than columns, e.g. a dense layer on the 28,800
+outputs of a conv layer for 1,280 images) has at most ``rows`` nonzero singular values and a
+minimum-norm solution ``W = M^T x`` in the row space; ``qr`` and ``gram`` then work on the
+small side: ``qr`` factors ``M^T`` (an LQ of ``M``) and ``gram`` eigendecomposes ``M M^T``
+(rows x rows), so neither forms nor factors anything ``cols x cols``.
 """
 
 from __future__ import annotations
@@ -78,9 +84,31 @@ def solve_from_triangle(r, cols: int, rcond, ridge):
     return _solve_from_svd(u, s, vt, r[:top, cols:], rcond, ridge), s
 
 
+def _dual_filter(s, rcond, ridge):
+    """``f(s) / s`` for the kept singular values (``1/s^2``, or ``1/(s^2 + ridge)``), 0 where cut:
+    with ``M = U S V^T``, ``V f(S) U^T T = M^T U (f(S)/S) U^T T``."""
+    keep = s > rcond * s[0]
+    safe = jnp.where(keep, s, 1)
+    return jnp.where(keep, 1 / (safe * safe + ridge), 0)
+
+
+def _times_design_t(a, x, bias: bool):
+    """``[A, 1]^T x`` without forming ``[A, 1]``."""
+    out = a.T @ x
+    return jnp.concatenate([out, jnp.sum(x, axis=0, keepdims=True)], axis=0) if bias else out
+
+
 def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True):
     m = design_matrix(a, bias)
-    return solve_from_triangle(qr_triangle(m, t), m.shape[1], rcond, ridge)
+    rows, cols = m.shape
+    if rows >= cols:
+        return solve_from_triangle(qr_triangle(m, t), cols, rcond, ridge)
+    # Wide: M^T = Q R (an LQ of M), R^T = U S V1^T, so M = U S (Q V1)^T and the solution
+    # Q V1 f(S) U^T T equals M^T U (f(S)/S) U^T T: Q is never formed.
+    r = jnp.linalg.qr(m.T, mode="r")
+    u, s, _ = jnp.linalg.svd(r.T, full_matrices=False)
+    x = u @ (_dual_filter(s, rcond, ridge)[:, None] * (u.T @ t))
+    return _times_design_t(a, x, bias), s
 
 
 def gram_moments(m, t, previous=None):
@@ -102,9 +130,31 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge):
     return v @ (f[:, None] * (v.T @ moment)), s[: min(rows, gram.shape[0])]
 
 
+def design_moments(a, t, bias: bool):
+    """``gram_moments`` of ``[A, 1]`` from ``A`` itself: the bias column's blocks are column
+    sums, so the ``rows x (d + 1)`` copy is never made."""
+    gram, moment = a.T @ a, a.T @ t
+    if not bias:
+        return gram, moment
+    sums = jnp.sum(a, axis=0)
+    corner = jnp.full((1, 1), a.shape[0], a.dtype)
+    gram = jnp.concatenate([jnp.concatenate([gram, sums[:, None]], axis=1),
+                            jnp.concatenate([sums[None, :], corner], axis=1)], axis=0)
+    return gram, jnp.concatenate([moment, jnp.sum(t, axis=0, keepdims=True)], axis=0)
+
+
 def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True):
-    m = design_matrix(a, bias)
-    return solve_from_gram(*gram_moments(m, t), m.shape[0], rcond, ridge)
+    rows, cols = a.shape[0], a.shape[1] + bool(bias)
+    if rows >= cols:
+        return solve_from_gram(*design_moments(a, t, bias), rows, rcond, ridge)
+    # Wide: eigendecompose M M^T = [A,1][A,1]^T = A A^T + 1 1^T (rows x rows) = U S^2 U^T;
+    # the solution is M^T U (f(S)/S) U^T T.
+    kernel = a @ a.T + 1 if bias else a @ a.T
+    eigenvalues, u = jnp.linalg.eigh(kernel)
+    eigenvalues, u = eigenvalues[::-1], u[:, ::-1]
+    s = jnp.sqrt(jnp.maximum(eigenvalues, 0))
+    x = u @ (_dual_filter(s, rcond, ridge)[:, None] * (u.T @ t))
+    return _times_design_t(a, x, bias), s
 
 
 class Solver(NamedTuple):
