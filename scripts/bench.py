@@ -136,11 +136,14 @@ def route_solve_flops(solver: str, rows: int, d: int, k: int) -> float:
     """What each zorb solver's route does, for comparison with the cheapest route."""
     if solver == "gram":
         return sum(cheapest_solve_flops(rows, d, k).values())
-    if solver == "qr":  # Householder QR of [A, 1, T] (R only), then an SVD of the small triangle
+    if solver == "qr":
+        if rows < d:  # wide: QR of [A, 1]^T (R only), an SVD of the rows x rows triangle, [A, 1]^T x
+            return 2.0 * d * rows * rows - 2.0 * rows ** 3 / 3 + svd_flops(rows, rows) + 2 * gemm(rows, rows, k) \
+                + gemm(d, rows, k)
+        # Householder QR of [A, 1, T] (R only), then an SVD of the small triangle
         c = d + k
         qr = 2.0 * rows * c * c - 2.0 * c ** 3 / 3 if rows >= c else 2.0 * rows * rows * c - 2.0 * rows ** 3 / 3
-        t = min(rows, d)
-        return qr + svd_flops(t, d) + 2 * gemm(t, t, k)
+        return qr + svd_flops(d, d) + 2 * gemm(d, d, k)
     # svd: thin SVD of [A, 1] with U (rows x d), then V diag(f) U^T T
     t = min(rows, d)
     return svd_flops(rows, d) + gemm(t, rows, k) + gemm(d, t, k)
@@ -328,20 +331,24 @@ def work_gemm(cfg):
     a, b = rng.random((n, n)), rng.random((n, n))
     flops = 2.0 * n ** 3
 
-    def best(fn):
+    def best(fn, work=flops):
         fn()
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        return flops / min(times) / 1e9
+        return work / min(times) / 1e9
 
     numpy_rate = best(lambda: a @ b)
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     dot = jax.jit(jnp.dot)
     xla_rate = best(lambda: dot(ja, jb).block_until_ready())
-    return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "size": n}
+    # Memory bandwidth: XLA reading and writing a 256 MiB float64 array once (bytes read + written).
+    big = jnp.ones((2 ** 25,), jnp.float64)
+    scale = jax.jit(lambda v: v * 2.0)
+    stream = best(lambda: scale(big).block_until_ready(), work=2 * big.nbytes)
+    return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "size": n, "stream_gbs": stream}
 
 
 def work_zorb(cfg):
@@ -531,7 +538,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.keys: dict[str, float] = {}
-        self.gemm_rate = None  # GFLOP/s
+        self.gemm_rate = self.xla_rate = None  # GFLOP/s
 
     def put(self, key, value, digits=4):
         if value is None or not math.isfinite(float(value)):
@@ -544,8 +551,11 @@ class Bench:
         section(f"float64 GEMM rate ({size}x{size} @ {size}x{size}, warm, best of 3; 2*m*n*k flops)")
         r = run_worker({"task": "gemm", "size": size, "repeats": 3})
         self.gemm_rate = max(r["numpy_gflops"], r["xla_gflops"])
+        self.xla_rate = r["xla_gflops"]
         print(f"numpy (OpenBLAS): {r['numpy_gflops']:.1f} GFLOP/s   XLA jnp.dot: {r['xla_gflops']:.1f} GFLOP/s   "
-              f"-> limit uses {self.gemm_rate:.1f} GFLOP/s")
+              f"-> limit uses {self.gemm_rate:.1f} GFLOP/s;  memory: XLA streams {r['stream_gbs']:.1f} GB/s "
+              f"(read + write of a 256 MiB array)")
+        self.put("stream_gbs", r["stream_gbs"])
         self.put("gemm_gflops", self.gemm_rate)
         self.put("gemm_gflops_numpy", r["numpy_gflops"])
         self.put("gemm_gflops_xla", r["xla_gflops"])
@@ -590,8 +600,10 @@ class Bench:
             note = ""
             if run.get("per_layer"):
                 note = " (" + ", ".join(f"layer {k}: {v['solver']}" for k, v in run["per_layer"].items()) + ")"
+            xla_ratio = r["fit_seconds"] / (flops["total"] / (self.xla_rate * 1e9))
             print(f"  {solver:4s} rcond {run['rcond']:.0e}{note}: fit {r['fit_seconds']:7.2f} s  "
-                  f"({ratio:5.2f}x the limit, {flops['total'] / r['fit_seconds'] / 1e9:5.1f} GFLOP/s)  compile "
+                  f"({ratio:5.2f}x the limit, {xla_ratio:4.2f}x at XLA's GEMM rate; "
+                  f"{flops['total'] / r['fit_seconds'] / 1e9:5.1f} GFLOP/s)  compile "
                   f"{r['compile_seconds']:5.1f} s (first fit)  peak RSS {r['peak_rss_gib']:.2f} GiB "
                   f"(before fit {r['rss_before_fit_gib']:.2f})  train error {r['train_error']:.4f} "
                   f"acc {r['train_accuracy']:.3f}")
@@ -601,6 +613,7 @@ class Bench:
             self.put(f"fit_s_{tag}_{solver}", r["fit_seconds"])
             self.put(f"compile_s_{tag}_{solver}", r["compile_seconds"])
             self.put(f"limit_ratio_{tag}_{solver}", ratio)
+            self.put(f"limit_ratio_xla_{tag}_{solver}", xla_ratio)
             self.put(f"peak_rss_gib_{tag}_{solver}", r["peak_rss_gib"])
             self.put(f"train_error_{tag}_{solver}", r["train_error"])
         return results, flops
@@ -643,14 +656,11 @@ class Bench:
         plan = layer_plan(network_specs("conv1"), (32, 32, 3))
         dense_index = next(i + 1 for i, e in enumerate(plan) if e["kind"] == "dense")
         dense_d = plan[dense_index - 1]["d"]
-        per_layer = {}
-        if "gram" in self.solvers and images < dense_d:
-            per_layer["gram"] = {dense_index: {"solver": "qr"}}
-            print(f"  gram: its dense layer's design matrix is {images:,} x {dense_d:,} (wider than tall): zorb's gram "
-                  f"route would form a {dense_d:,}^2 Gram ({dense_d ** 2 * 8 / 2 ** 30:.1f} GiB) and eigendecompose it, "
-                  f"so that layer uses qr")
+        if images < dense_d:
+            print(f"  its dense layer's design matrix is {images:,} x {dense_d:,} (wider than tall): qr and gram work on "
+                  f"the {images:,}-row side (an LQ of [A, 1], or the {images:,}^2 kernel [A, 1][A, 1]^T)")
         self.conv_results = (self.zorb_network("conv1", images, (32, 32, 3), "random", self.solvers,
-                                               rcond=CONV_RCOND, per_layer_for=per_layer)[0], images)
+                                               rcond=CONV_RCOND)[0], images)
         for solver, r in self.conv_results[0].items():
             conv = next(layer for layer in r["layers"] if layer["kind"] == "conv2d")
             self.put(f"conv1_conv_layer_s_{solver}", conv["solve"] + conv["target"] + conv["forward"])
