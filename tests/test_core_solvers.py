@@ -138,6 +138,22 @@ def test_pseudoinverse_cut_and_summary(rng):
     assert cond == pytest.approx(1e4)
 
 
+@pytest.mark.parametrize("rows,cols,singular", [
+    (300, 120, np.linspace(1.0, 0.2, 120)),            # well conditioned: the Gram route
+    (120, 300, np.linspace(1.0, 0.2, 120)),            # wide, well conditioned
+    (200, 100, np.logspace(0, -4, 100)),               # cond 1e4: the SVD route
+    (200, 100, np.r_[np.ones(90), np.full(10, 1e-12)]),  # values under the cut: the SVD route
+])
+def test_pseudoinverse_matches_numpy_on_both_routes(rows, cols, singular, rng):
+    u, _ = np.linalg.qr(rng.normal(size=(rows, len(singular))))
+    v, _ = np.linalg.qr(rng.normal(size=(cols, len(singular))))
+    m = u @ np.diag(singular) @ v.T
+    p = np.asarray(pseudoinverse(jnp.asarray(m), jnp.asarray(1e-9)))
+    expected = np.linalg.pinv(m, rcond=1e-9)
+    assert relative(p, expected) < 1e-11
+    assert relative(m @ p @ m, m) < 1e-11  # a generalised inverse: composing gives m back
+
+
 @pytest.mark.parametrize("bad,message", [
     (dict(rcond=-1.0), "rcond must be >= 0"),
     (dict(u_rcond=-1e-3), "u_rcond must be >= 0"),
