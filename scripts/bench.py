@@ -810,6 +810,23 @@ class Bench:
 SECTIONS = ("dense", "conv", "adam", "memory", "paper", "threads")
 
 
+def real_dataset(data_dir: str) -> str:
+    """``mnist`` or ``fashion_mnist`` when its idx files are found (in ``data_dir``, or
+    Debian's Fashion-MNIST package), else ``random``."""
+    from pathlib import Path
+
+    from zorb.data.images import check_image_files
+    from zorb.errors import ZorbError
+
+    for name in ("mnist", "fashion_mnist"):
+        try:
+            check_image_files(name, Path(data_dir))
+            return name
+        except ZorbError:
+            continue
+    return "random"
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -825,9 +842,11 @@ def parse_args(argv=None):
     parser.add_argument("--solvers", default="svd,qr,gram")
     parser.add_argument("--networks", help="comma list of mnist_6, mnist_11, conv1 (default all three; quick: "
                                            "mnist_6,conv1)")
-    parser.add_argument("--dataset", default="random", choices=("random", "mnist", "fashion_mnist"),
+    parser.add_argument("--dataset", default="auto", choices=("auto", "random", "mnist", "fashion_mnist"),
                         help="inputs of the dense networks: random uniform rows, or real data from --data-dir "
-                             "(zorb.data.load_dataset; Debian's Fashion-MNIST is found as a fallback)")
+                             "(zorb.data.load_dataset; Debian's Fashion-MNIST is found as a fallback); auto "
+                             "(default): MNIST if its files are there, else Fashion-MNIST, else random; --quick: "
+                             "random")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--adam-steps", type=int, help="Adam's step budget (default 20,000; quick 50)")
     parser.add_argument("--eval-rows", type=int, default=2_000, help="rows Adam's error curve is measured on")
@@ -858,6 +877,8 @@ def parse_args(argv=None):
             args.networks = "mnist_6,conv1"
     if args.networks is None:
         args.networks = "mnist_6,mnist_11,conv1"
+    if args.dataset == "auto":
+        args.dataset = "random" if args.quick else real_dataset(args.data_dir)
     if args.memory and args.rows and "dense" not in sections:
         args.rows = None
     return args, sections
