@@ -232,7 +232,8 @@ def pseudoinverse(m, rcond):
     under the cut: e.g. a Glorot-initialised rectangular weight matrix, whose pseudoinverse
     every backward pass needs) gets ``(m^T m)^-1 m^T`` (or ``m^T (m m^T)^-1``) from an
     eigendecomposition of the small Gram matrix: the same matrix to a relative
-    ``cond^2 * eps`` <= 2e-12, at a third of an SVD's cost. Anything else gets the SVD.
+    ``cond^2 * eps`` <= 2e-12, in about two thirds of the SVD's time (1000 x 800: 0.10 s
+    against 0.16 s on a 2-core CPU). Anything else gets the SVD.
     """
     rows, cols = m.shape
     if min(rows, cols) < PINV_GRAM_MIN_SIDE:
