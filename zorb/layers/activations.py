@@ -87,7 +87,9 @@ class Sigmoid(SquashingLayer):
 
     @staticmethod
     def function_inverse(z):
-        return jnp.log(z) - jnp.log1p(-z)
+        # One log of the odds: z / (1 - z) is within 1.5 ulp (1 - z is exact for z >= 1/2), so
+        # this is as accurate as log(z) - log1p(-z) at half the cost.
+        return jnp.log(z / (1 - z))
 
 
 @layer_class(data=("output_range",))
