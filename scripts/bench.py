@@ -149,7 +149,7 @@ def route_solve_flops(solver: str, rows: int, d: int, k: int) -> float:
     return svd_flops(rows, d) + gemm(t, rows, k) + gemm(d, t, k)
 
 
-def fit_flops(plan, n: int, solver: str = "gram", overrides=None) -> dict:
+def fit_flops(plan, n: int, solver: str = "gram") -> dict:
     """Flops of the in-memory fit (``zorb.fit._fit_in_memory``) on n samples, by stage.
 
     - refresh: before each parametric layer's solve, the forward pass from that layer to
@@ -161,9 +161,8 @@ def fit_flops(plan, n: int, solver: str = "gram", overrides=None) -> dict:
     - solve: the cheapest exact route (``cheapest_solve_flops``) per parametric layer.
     Elementwise activations, their inverses and patch extraction are memory traffic, not
     counted. Per-layer figures are in ``layers`` (keyed by the 1-based layer index), with
-    ``route_solve``: what ``solver`` (or ``overrides[index]``) does for that solve.
+    ``route_solve``: what ``solver`` does for that solve.
     """
-    overrides = overrides or {}
     params = [i for i, e in enumerate(plan) if e["parametric"]]
     observed = [any(e["kind"] == "softmax" for e in plan[i + 1:]) for i in range(len(plan))]
 
@@ -203,7 +202,7 @@ def fit_flops(plan, n: int, solver: str = "gram", overrides=None) -> dict:
         for key, value in solve.items():
             totals[f"solve_{key}"] += value
         own["solve"] = sum(solve.values())
-        own["route_solve"] = route_solve_flops(overrides.get(i + 1, solver), rows, e["d"], e["k"])
+        own["route_solve"] = route_solve_flops(solver, rows, e["d"], e["k"])
         if i != params[-1]:
             totals["forward"] += forward(i)
             own["forward"] += forward(i)
@@ -384,8 +383,6 @@ def work_zorb(cfg):
     out = {}
     for run in cfg["runs"]:
         options = dict(solver=run["solver"], rcond=run["rcond"])
-        if run.get("per_layer"):
-            options["per_layer"] = {int(k): v for k, v in run["per_layer"].items()}
         start = time.perf_counter()
         _, cold = zorb.fit(net, x, y, **options)
         cold_wall = time.perf_counter() - start
@@ -588,8 +585,7 @@ class Bench:
         return {"network": network, "rows": rows, "shape": list(shape), "dataset": dataset,
                 "data_dir": self.args.data_dir, "seed": self.args.seed, "eval_rows": self.args.eval_rows}
 
-    def zorb_network(self, network, rows, shape, dataset, solvers, *, rcond=None, tag=None, per_layer_for=None,
-                     env=None, quiet=False):
+    def zorb_network(self, network, rows, shape, dataset, solvers, *, rcond=None, tag=None, env=None, quiet=False):
         """Fit ``network`` with each solver; print time, limit ratio, memory and the per-stage
         breakdown. Returns {solver: worker result}."""
         tag = tag or network
@@ -605,10 +601,7 @@ class Bench:
         self.put(f"limit_s_{tag}", limit)
         runs = []
         for solver in solvers:
-            run = {"solver": solver, "rcond": rcond if rcond is not None else RCOND[solver]}
-            if per_layer_for and solver in per_layer_for:
-                run["per_layer"] = per_layer_for[solver]
-            runs.append(run)
+            runs.append({"solver": solver, "rcond": rcond if rcond is not None else RCOND[solver]})
         results = {}
         # One process per solver keeps each peak RSS apart; quick mode shares one to save start-ups.
         batches = [runs] if self.args.quick else [[run] for run in runs]
@@ -620,19 +613,15 @@ class Bench:
             solver = run["solver"]
             r = results[solver]
             ratio = r["fit_seconds"] / limit
-            note = ""
-            if run.get("per_layer"):
-                note = " (" + ", ".join(f"layer {k}: {v['solver']}" for k, v in run["per_layer"].items()) + ")"
             xla_ratio = r["fit_seconds"] / (flops["total"] / (self.xla_rate * 1e9))
-            print(f"  {solver:4s} rcond {run['rcond']:.0e}{note}: fit {r['fit_seconds']:7.2f} s  "
+            print(f"  {solver:4s} rcond {run['rcond']:.0e}: fit {r['fit_seconds']:7.2f} s  "
                   f"({ratio:5.2f}x the limit, {xla_ratio:4.2f}x at XLA's GEMM rate; "
                   f"{flops['total'] / r['fit_seconds'] / 1e9:5.1f} GFLOP/s)  compile "
                   f"{r['compile_seconds']:5.1f} s (first fit)  peak RSS {r['peak_rss_gib']:.2f} GiB "
                   f"(before fit {r['rss_before_fit_gib']:.2f})  train error {r['train_error']:.4f} "
                   f"acc {r['train_accuracy']:.3f}")
             if not quiet:
-                overrides = {int(k): v["solver"] for k, v in (run.get("per_layer") or {}).items()}
-                self.print_layers(r["layers"], fit_flops(plan, rows, solver, overrides)["layers"])
+                self.print_layers(r["layers"], fit_flops(plan, rows, solver)["layers"])
             self.put(f"fit_s_{tag}_{solver}", r["fit_seconds"])
             self.put(f"compile_s_{tag}_{solver}", r["compile_seconds"])
             self.put(f"limit_ratio_{tag}_{solver}", ratio)

@@ -151,8 +151,10 @@ def _solve(layer, a, t, rcond, ridge, *, solver):
 @partial(jax.jit, static_argnames=("solver",))
 def _accumulate(layer, a, t, previous, *, solver):
     """Add a chunk of rows to the running QR triangle or normal-equation moments."""
-    m, rows = design_matrix(layer.design(a), layer.bias), layer.target_rows(t)
-    return qr_triangle(m, rows, previous) if solver == "qr" else gram_moments(m, rows, previous)
+    design, rows = layer.design(a), layer.target_rows(t)
+    if solver == "qr":
+        return qr_triangle(design_matrix(design, layer.bias), rows, previous)
+    return gram_moments(design, rows, previous, bias=layer.bias)
 
 
 @partial(jax.jit, static_argnames=("solver",))

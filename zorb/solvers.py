@@ -85,17 +85,14 @@ def solve_from_triangle(r, cols: int, rcond, ridge):
     return _solve_from_svd(u, s, vt, r[:top, cols:], rcond, ridge), s
 
 
-def _dual_filter(s, rcond, ridge):
-    """``f(s) / s`` for the kept singular values (``1/s^2``, or ``1/(s^2 + ridge)``), 0 where cut:
-    with ``M = U S V^T``, ``V f(S) U^T T = M^T U (f(S)/S) U^T T``."""
+def _dual_solve(a, u, s, t, rcond, ridge, bias: bool):
+    """The minimum-norm solution of a wide design ``M = [A, 1] = U S V^T`` from its left
+    factors: ``V f(S) U^T T = M^T U (f(S)/S) U^T T``, with ``f(s)/s`` = ``1/s^2`` (or
+    ``1/(s^2 + ridge)``) for the kept values and 0 where cut. ``V`` is never needed."""
     keep = s > rcond * s[0]
     safe = jnp.where(keep, s, 1)
-    return jnp.where(keep, 1 / (safe * safe + ridge), 0)
-
-
-def _times_design_t(a, x, bias: bool):
-    """``[A, 1]^T x`` without forming ``[A, 1]``."""
-    out = a.T @ x
+    x = u @ (jnp.where(keep, 1 / (safe * safe + ridge), 0)[:, None] * (u.T @ t))
+    out = a.T @ x  # [A, 1]^T x without forming [A, 1]
     return jnp.concatenate([out, jnp.sum(x, axis=0, keepdims=True)], axis=0) if bias else out
 
 
@@ -108,13 +105,20 @@ def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True):
     # Q V1 f(S) U^T T equals M^T U (f(S)/S) U^T T: Q is never formed.
     r = jnp.linalg.qr(m.T, mode="r")
     u, s, _ = jnp.linalg.svd(r.T, full_matrices=False)
-    x = u @ (_dual_filter(s, rcond, ridge)[:, None] * (u.T @ t))
-    return _times_design_t(a, x, bias), s
+    return _dual_solve(a, u, s, t, rcond, ridge, bias), s
 
 
-def gram_moments(m, t, previous=None):
-    """``(M^T M, M^T T)``, added to ``previous`` moments: the normal equations, chunk by chunk."""
-    gram, moment = m.T @ m, m.T @ t
+def gram_moments(a, t, previous=None, *, bias: bool = False):
+    """``(M^T M, M^T T)`` for ``M = [A, 1]`` (``A`` itself without bias), added to ``previous``
+    moments: the normal equations, chunk by chunk. The bias column's blocks are column sums,
+    so the ``rows x (d + 1)`` copy ``[A, 1]`` is never made."""
+    gram, moment = a.T @ a, a.T @ t
+    if bias:
+        sums = jnp.sum(a, axis=0)
+        corner = jnp.full((1, 1), a.shape[0], a.dtype)
+        gram = jnp.concatenate([jnp.concatenate([gram, sums[:, None]], axis=1),
+                                jnp.concatenate([sums[None, :], corner], axis=1)], axis=0)
+        moment = jnp.concatenate([moment, jnp.sum(t, axis=0, keepdims=True)], axis=0)
     if previous is not None:
         gram, moment = previous[0] + gram, previous[1] + moment
     return gram, moment
@@ -131,31 +135,17 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge):
     return v @ (f[:, None] * (v.T @ moment)), s[: min(rows, gram.shape[0])]
 
 
-def design_moments(a, t, bias: bool):
-    """``gram_moments`` of ``[A, 1]`` from ``A`` itself: the bias column's blocks are column
-    sums, so the ``rows x (d + 1)`` copy is never made."""
-    gram, moment = a.T @ a, a.T @ t
-    if not bias:
-        return gram, moment
-    sums = jnp.sum(a, axis=0)
-    corner = jnp.full((1, 1), a.shape[0], a.dtype)
-    gram = jnp.concatenate([jnp.concatenate([gram, sums[:, None]], axis=1),
-                            jnp.concatenate([sums[None, :], corner], axis=1)], axis=0)
-    return gram, jnp.concatenate([moment, jnp.sum(t, axis=0, keepdims=True)], axis=0)
-
-
 def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True):
     rows, cols = a.shape[0], a.shape[1] + bool(bias)
     if rows >= cols:
-        return solve_from_gram(*design_moments(a, t, bias), rows, rcond, ridge)
+        return solve_from_gram(*gram_moments(a, t, bias=bias), rows, rcond, ridge)
     # Wide: eigendecompose M M^T = [A,1][A,1]^T = A A^T + 1 1^T (rows x rows) = U S^2 U^T;
     # the solution is M^T U (f(S)/S) U^T T.
     kernel = a @ a.T + 1 if bias else a @ a.T
     eigenvalues, u = jnp.linalg.eigh(kernel)
     eigenvalues, u = eigenvalues[::-1], u[:, ::-1]
     s = jnp.sqrt(jnp.maximum(eigenvalues, 0))
-    x = u @ (_dual_filter(s, rcond, ridge)[:, None] * (u.T @ t))
-    return _times_design_t(a, x, bias), s
+    return _dual_solve(a, u, s, t, rcond, ridge, bias), s
 
 
 class Solver(NamedTuple):
