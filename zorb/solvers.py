@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zorb.blas import gram as gram_matrix, matmul
 from zorb.errors import ConfigError
 
 DEFAULT_RCOND = 1e-15
@@ -56,7 +57,7 @@ def _filter(s, rcond, ridge):
 def _solve_from_svd(u, s, vt, rhs, rcond, ridge):
     """``V diag(f(s)) U^T rhs`` with ``u`` of shape (m, r), ``vt`` (r, n)."""
     f = _filter(s, rcond, ridge)
-    return vt.T @ (f[:, None] * (u.T @ rhs))
+    return matmul(vt, f[:, None] * matmul(u, rhs, transpose_a=True), transpose_a=True)
 
 
 def lstsq_svd(a, t, *, rcond, ridge, bias: bool = True):
@@ -91,8 +92,8 @@ def _dual_solve(a, u, s, t, rcond, ridge, bias: bool):
     ``1/(s^2 + ridge)``) for the kept values and 0 where cut. ``V`` is never needed."""
     keep = s > rcond * s[0]
     safe = jnp.where(keep, s, 1)
-    x = u @ (jnp.where(keep, 1 / (safe * safe + ridge), 0)[:, None] * (u.T @ t))
-    out = a.T @ x  # [A, 1]^T x without forming [A, 1]
+    x = matmul(u, jnp.where(keep, 1 / (safe * safe + ridge), 0)[:, None] * matmul(u, t, transpose_a=True))
+    out = matmul(a, x, transpose_a=True)  # [A, 1]^T x without forming [A, 1]
     return jnp.concatenate([out, jnp.sum(x, axis=0, keepdims=True)], axis=0) if bias else out
 
 
@@ -112,7 +113,7 @@ def gram_moments(a, t, previous=None, *, bias: bool = False):
     """``(M^T M, M^T T)`` for ``M = [A, 1]`` (``A`` itself without bias), added to ``previous``
     moments: the normal equations, chunk by chunk. The bias column's blocks are column sums,
     so the ``rows x (d + 1)`` copy ``[A, 1]`` is never made."""
-    gram, moment = a.T @ a, a.T @ t
+    gram, moment = gram_matrix(a), matmul(a, t, transpose_a=True)
     if bias:
         sums = jnp.sum(a, axis=0)
         corner = jnp.full((1, 1), a.shape[0], a.dtype)
@@ -132,7 +133,7 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge):
     keep = s > rcond * s[0]
     safe = jnp.where(keep, eigenvalues, 1)
     f = jnp.where(keep, 1 / (safe + ridge), 0)
-    return v @ (f[:, None] * (v.T @ moment)), s[: min(rows, gram.shape[0])]
+    return matmul(v, f[:, None] * matmul(v, moment, transpose_a=True)), s[: min(rows, gram.shape[0])]
 
 
 def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True):
@@ -141,7 +142,7 @@ def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True):
         return solve_from_gram(*gram_moments(a, t, bias=bias), rows, rcond, ridge)
     # Wide: eigendecompose M M^T = [A,1][A,1]^T = A A^T + 1 1^T (rows x rows) = U S^2 U^T;
     # the solution is M^T U (f(S)/S) U^T T.
-    kernel = a @ a.T + 1 if bias else a @ a.T
+    kernel = gram_matrix(a, rows=True) + 1 if bias else gram_matrix(a, rows=True)
     eigenvalues, u = jnp.linalg.eigh(kernel)
     eigenvalues, u = eigenvalues[::-1], u[:, ::-1]
     s = jnp.sqrt(jnp.maximum(eigenvalues, 0))
@@ -212,7 +213,7 @@ def _pseudoinverse_svd(m, rcond):
     u, s, vt = jnp.linalg.svd(m, full_matrices=False)
     keep = s > rcond * s[0]
     inv = jnp.where(keep, 1 / jnp.where(keep, s, 1), 0)
-    return vt.T @ (inv[:, None] * u.T)
+    return matmul(vt, inv[:, None] * u.T, transpose_a=True)
 
 
 def pseudoinverse(m, rcond):
@@ -229,13 +230,13 @@ def pseudoinverse(m, rcond):
     if min(rows, cols) < PINV_GRAM_MIN_SIDE:
         return _pseudoinverse_svd(m, rcond)
     tall = rows >= cols
-    eigenvalues, v = jnp.linalg.eigh(m.T @ m if tall else m @ m.T)  # ascending
+    eigenvalues, v = jnp.linalg.eigh(gram_matrix(m, rows=not tall))  # ascending
     low, high = eigenvalues[0], eigenvalues[-1]
     well = (low > 0) & (high <= PINV_GRAM_MAX_COND ** 2 * low) & (low > (rcond * rcond) * high)
 
     def via_gram(m):
-        inverse = (v / eigenvalues) @ v.T
-        return inverse @ m.T if tall else m.T @ inverse
+        inverse = matmul(v / eigenvalues, v, transpose_b=True)
+        return matmul(inverse, m, transpose_b=True) if tall else matmul(m, inverse, transpose_a=True)
 
     return jax.lax.cond(well, via_gram, lambda m: _pseudoinverse_svd(m, rcond), m)
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from zorb.errors import ConfigError
+from zorb.blas import matmul
 from zorb.layers.base import Layer, Shape, boolean, layer_class, positive_int, shape_text
 from zorb.solvers import pseudoinverse
 
@@ -37,8 +38,8 @@ class ParametricLayer(Layer):
     def apply_rows(self, rows):
         """``[rows, 1] @ W`` for a 2-D ``rows``."""
         if self.bias:
-            return rows @ self.weights[:-1] + self.weights[-1]
-        return rows @ self.weights
+            return matmul(rows, self.weights[:-1]) + self.weights[-1]
+        return matmul(rows, self.weights)
 
     def prepare_inverse(self, rcond):
         """What the backward pass needs, computed once: ``pinv(W', rcond)``."""
@@ -48,7 +49,7 @@ class ParametricLayer(Layer):
         """``(T - b) @ pinv(W')`` for a 2-D ``t_rows``."""
         if self.bias:
             t_rows = t_rows - self.weights[-1]
-        return t_rows @ pinv
+        return matmul(t_rows, pinv)
 
     def with_weights(self, weights):
         return dataclasses.replace(self, weights=weights)

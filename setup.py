@@ -1,0 +1,21 @@
+"""Builds zorb's one native piece, ``zorb._blas`` (XLA FFI handlers that call BLAS; see
+zorb/blas.py). Everything else is in pyproject.toml. The handlers compile against the XLA FFI
+headers that jaxlib ships, so jaxlib is a build requirement. If the compile fails the install
+still succeeds and zorb runs its products through XLA instead (``zorb.blas.NATIVE`` is False)."""
+
+import importlib.util
+import os
+
+from setuptools import Extension, setup
+
+
+def jaxlib_include() -> str:
+    spec = importlib.util.find_spec("jaxlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("building zorb needs jaxlib (its XLA FFI headers): pip install jaxlib")
+    return os.path.join(list(spec.submodule_search_locations)[0], "include")
+
+
+setup(ext_modules=[Extension(
+    "zorb._blas", sources=["zorb/_blas.cc"], include_dirs=[jaxlib_include()], language="c++",
+    extra_compile_args=["-std=c++17", "-O2", "-Wno-attributes", "-Wno-return-type"], optional=True)])

@@ -1,0 +1,129 @@
+"""The fit's large products, ``matmul`` and ``gram``, run through BLAS on the CPU.
+
+On the CPU, XLA's float64 dot reaches 55-66 GFLOP/s on the fit's shapes (10,000 x 1,000
+by 1,000 x 800) where OpenBLAS's ``dgemm`` reaches 85-88 on the same two cores, and XLA
+forms ``A^T A`` as a full product where ``dsyrk`` computes one triangle (half the flops).
+So inside ``jit`` these functions lower, on the CPU and for float64 matrices, to XLA FFI
+calls (``zorb/_blas.cc``) into the BLAS that jaxlib's own CPU LAPACK kernels already use
+(SciPy's OpenBLAS, through ``scipy.linalg.cython_blas``): no copy, no callback into Python,
+one BLAS thread pool. On other platforms (GPU), for other dtypes, or with
+``ZORB_NATIVE_BLAS=0`` in the environment, they are plain ``jnp.matmul``. Results equal XLA's
+to rounding (another summation order).
+
+Both are differentiable (their JVP uses ``jnp.matmul``), so layers that call them still
+work under ``jax.grad`` (the Adam baseline).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+_INT_MAX = 2 ** 31 - 1  # the BLAS's integer type
+
+
+def _load():
+    """Register the FFI targets; False when the extension is missing or turned off."""
+    if os.environ.get("ZORB_NATIVE_BLAS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    try:
+        from zorb import _blas
+    except ImportError:
+        return False
+    from scipy.linalg import cython_blas
+
+    _blas.set_blas(cython_blas.__pyx_capi__["dgemm"], cython_blas.__pyx_capi__["dsyrk"])
+    for name, handler in _blas.handlers().items():
+        jax.ffi.register_ffi_target(name, handler, platform="cpu")
+    return True
+
+
+NATIVE = _load()
+"""Whether float64 products on the CPU go through BLAS (the extension is built and not turned off)."""
+
+
+MIN_SIDE = 16
+"""Products with a side shorter than this stay in XLA: they are memory-bound (matrix-vector or
+rank-few), XLA's loops are as fast or faster there (10,000 x 1,000 @ 1,000 x 10: XLA 5.9 ms,
+dgemm 13.3 ms), and XLA's summation order is the one the tests' ill-conditioned paper
+problems were calibrated on (Sinc's rcond=1e-15 fit lives on singular directions that
+rounding noise decides)."""
+MIN_OUTPUT_COLUMNS = 192
+"""``a @ b`` (``a`` not transposed) with fewer output columns than this stays in XLA: OpenBLAS
+is slower on such narrow outputs (10,000 x 1,000 @ 1,000 x 128: 54 ms against XLA's 43;
+x 200: 63 ms against 74; x 800: 76 GFLOP/s against 57)."""
+
+
+def _native(*arrays) -> bool:
+    return NATIVE and all(x.ndim == 2 and x.dtype == jnp.float64 and MIN_SIDE <= min(x.shape)
+                          and max(x.shape) <= _INT_MAX for x in arrays)
+
+
+def _xla_matmul(a, b, transpose_a, transpose_b):
+    return jnp.matmul(a.T if transpose_a else a, b.T if transpose_b else b)
+
+
+def _out_shape(a, b, transpose_a, transpose_b):
+    return (a.shape[1] if transpose_a else a.shape[0], b.shape[0] if transpose_b else b.shape[1])
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _matmul(a, b, transpose_a, transpose_b):
+    def blas(a, b):
+        call = jax.ffi.ffi_call("zorb_matmul_f64", jax.ShapeDtypeStruct(_out_shape(a, b, transpose_a, transpose_b),
+                                                                         jnp.float64), vmap_method="sequential")
+        return call(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+    return jax.lax.platform_dependent(a, b, cpu=blas,
+                                      default=partial(_xla_matmul, transpose_a=transpose_a, transpose_b=transpose_b))
+
+
+@_matmul.defjvp
+def _matmul_jvp(transpose_a, transpose_b, primals, tangents):
+    (a, b), (da, db) = primals, tangents
+    return (_matmul(a, b, transpose_a, transpose_b),
+            _xla_matmul(da, b, transpose_a, transpose_b) + _xla_matmul(a, db, transpose_a, transpose_b))
+
+
+def matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False):
+    """``op(a) @ op(b)`` with ``op`` the transpose where asked; 2-D ``a``, ``b``.
+
+    Asking for a transpose (``matmul(a, t, transpose_a=True)`` for ``a.T @ t``) lets BLAS
+    read the matrix as it lies instead of XLA materialising the transposed copy.
+    """
+    narrow = not transpose_a and _out_shape(a, b, transpose_a, transpose_b)[1] < MIN_OUTPUT_COLUMNS
+    if narrow or not _native(a, b):
+        return _xla_matmul(a, b, transpose_a, transpose_b)
+    return _matmul(a, b, bool(transpose_a), bool(transpose_b))
+
+
+def _xla_gram(a, rows):
+    return a @ a.T if rows else a.T @ a
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _gram(a, rows):
+    def blas(a):
+        n = a.shape[0] if rows else a.shape[1]
+        return jax.ffi.ffi_call("zorb_gram_f64", jax.ShapeDtypeStruct((n, n), jnp.float64),
+                                vmap_method="sequential")(a, rows=rows)
+
+    return jax.lax.platform_dependent(a, cpu=blas, default=partial(_xla_gram, rows=rows))
+
+
+@_gram.defjvp
+def _gram_jvp(rows, primals, tangents):
+    (a,), (da,) = primals, tangents
+    cross = a @ da.T if rows else a.T @ da
+    return _gram(a, rows), cross + cross.T
+
+
+def gram(a, *, rows: bool = False):
+    """The Gram matrix ``a.T @ a`` of a 2-D ``a`` (``a @ a.T`` with ``rows``). On the BLAS
+    route one triangle is computed (``dsyrk``) and mirrored, so it is exactly symmetric."""
+    if not _native(a):
+        return _xla_gram(a, rows)
+    return _gram(a, bool(rows))
