@@ -345,6 +345,7 @@ def work_gemm(cfg):
     import jax
     import jax.numpy as jnp
     import zorb  # noqa: F401  (float64)
+    from zorb import blas
 
     n, repeats = cfg["size"], cfg["repeats"]
     rng = np.random.default_rng(0)
@@ -364,11 +365,15 @@ def work_gemm(cfg):
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     dot = jax.jit(jnp.dot)
     xla_rate = best(lambda: dot(ja, jb).block_until_ready())
+    # What the fit's products run at: zorb.blas (dgemm through an XLA FFI call) when it is on.
+    product = jax.jit(blas.matmul)
+    zorb_rate = best(lambda: product(ja, jb).block_until_ready())
     # Memory bandwidth: XLA reading and writing a 256 MiB float64 array once (bytes read + written).
     big = jnp.ones((2 ** 25,), jnp.float64)
     scale = jax.jit(lambda v: v * 2.0)
     stream = best(lambda: scale(big).block_until_ready(), work=2 * big.nbytes)
-    return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "size": n, "stream_gbs": stream}
+    return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "zorb_gflops": zorb_rate, "blas": blas.NATIVE,
+            "size": n, "stream_gbs": stream}
 
 
 def work_zorb(cfg):
@@ -569,9 +574,11 @@ class Bench:
         size = 1000 if self.args.quick else 4000
         section(f"float64 GEMM rate ({size}x{size} @ {size}x{size}, warm, best of 3; 2*m*n*k flops)")
         r = run_worker({"task": "gemm", "size": size, "repeats": 3})
-        self.gemm_rate = max(r["numpy_gflops"], r["xla_gflops"])
+        self.gemm_rate = max(r["numpy_gflops"], r["xla_gflops"], r["zorb_gflops"])
         self.xla_rate = r["xla_gflops"]
+        route = "dgemm via XLA FFI" if r["blas"] else "XLA: zorb.blas is off"
         print(f"numpy (OpenBLAS): {r['numpy_gflops']:.1f} GFLOP/s   XLA jnp.dot: {r['xla_gflops']:.1f} GFLOP/s   "
+              f"zorb.blas.matmul ({route}): {r['zorb_gflops']:.1f} GFLOP/s   "
               f"-> limit uses {self.gemm_rate:.1f} GFLOP/s;  memory: XLA streams {r['stream_gbs']:.1f} GB/s "
               f"(read + write of a 256 MiB array)")
         self.stream_rate = r["stream_gbs"]
@@ -579,6 +586,7 @@ class Bench:
         self.put("gemm_gflops", self.gemm_rate)
         self.put("gemm_gflops_numpy", r["numpy_gflops"])
         self.put("gemm_gflops_xla", r["xla_gflops"])
+        self.put("gemm_gflops_zorb", r["zorb_gflops"])
 
     # ---- one network, every solver --------------------------------------------------------
     def data_cfg(self, network, rows, shape, dataset):

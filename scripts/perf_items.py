@@ -14,7 +14,13 @@ best of three warm runs of each jitted function:
 - layer 2's solve (10,000 x 1,001 design, 800 targets) by forming ``pinv([A, 1]) @ T`` (the
   paper's code) against zorb's svd, qr and gram routes;
 - a tanh over 10,000 x 1,000 entries and a 10,000 x 1,000 x 800 product: run the script once
-  more with ``ZORB_MALLOC_TUNING=0`` to see what ``zorb.allocator`` saves on them.
+  more with ``ZORB_MALLOC_TUNING=0`` to see what ``zorb.allocator`` saves on them;
+- the products through BLAS (``zorb.blas``) against XLA's own: a 10,000 x 1,000 x 800
+  product, the Gram matrix and the moment ``A^T T`` of a 10,000 x 1,000 design;
+- the Tanh/Sigmoid inverses (``zorb.special``) against XLA's ``arctanh`` and ``log`` of the
+  odds on 10,000 x 800 entries;
+- the whole gram fit of mnist_6 with the products through BLAS and through XLA, alternated
+  in one process (two fits each, the first compiling).
 """
 
 import time
@@ -23,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import zorb  # noqa: F401  (float64)
-from zorb import allocator
+import zorb
+from zorb import allocator, blas, special, timing
 from zorb.solvers import _pseudoinverse_svd, lstsq_gram, lstsq_qr, lstsq_svd, pseudoinverse
 
 SIZES = (784, 1000, 800, 600, 400, 200, 10)
@@ -83,6 +89,56 @@ def main():
     print(f"layer 2's solve ({ROWS:,} x {SIZES[1] + 1:,} -> {SIZES[2]}): pinv([A,1]) @ T "
           f"{best(lambda: formed(design, t)):.3f} s; " +
           ", ".join(f"{name} route {best(lambda f=f: f(a, t)):.3f} s" for name, f in routes.items()))
+
+
+    print_blas_and_inverses(rng, big, w)
+    print_fit_with_and_without_blas(rng, weights)
+
+
+def print_blas_and_inverses(rng, big, w):
+    t = jnp.asarray(rng.random((ROWS, 800)))
+    pairs = {
+        f"product {ROWS:,} x 1,000 x 800": (lambda: blas.matmul(big, w), lambda: big @ w),
+        f"Gram of {ROWS:,} x 1,000": (lambda: blas.gram(big), lambda: big.T @ big),
+        f"moment A^T T, {ROWS:,} x 1,000 and x 800": (lambda: blas.matmul(big, t, transpose_a=True),
+                                                     lambda: big.T @ t),
+    }
+    for name, (ours, xla) in pairs.items():
+        print(f"{name}: BLAS {best(jax.jit(ours)) * 1e3:.1f} ms, XLA {best(jax.jit(xla)) * 1e3:.1f} ms")
+    z = jnp.asarray(rng.uniform(-1 + 1e-5, 1 - 1e-5, (ROWS, 800)))
+    p = (z + 1) / 2
+    inverses = {
+        "atanh": (special.atanh, jnp.arctanh, z),
+        "logit": (special.logit, lambda p: jnp.log(p / (1 - p)), p),
+    }
+    for name, (ours, xla, arg) in inverses.items():
+        ours, xla = jax.jit(ours), jax.jit(xla)
+        print(f"{name} of {ROWS:,} x 800 entries: zorb.special {best(lambda: ours(arg)) * 1e3:.1f} ms, "
+              f"XLA {best(lambda: xla(arg)) * 1e3:.1f} ms")
+
+
+def print_fit_with_and_without_blas(rng, weights):
+    if not blas.NATIVE:
+        print("whole fit: zorb.blas is off (ZORB_NATIVE_BLAS=0 or the extension is not built)")
+        return
+    specs = []
+    for units in SIZES[1:-1]:
+        specs += [{"type": "dense", "units": units}, {"type": "tanh"}]
+    specs += [{"type": "dense", "units": SIZES[-1]}, {"type": "softmax"}]
+    x = rng.random((ROWS, SIZES[0]))
+    y = np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], ROWS)]
+    net = zorb.build_network(specs, (SIZES[0],), output_dim=SIZES[-1], seed=0)
+    seconds = {True: [], False: []}
+    for _ in range(2):
+        for native in (True, False):
+            blas.NATIVE = native  # read when a function is traced: start from empty caches
+            jax.clear_caches()
+            timing.clear()
+            zorb.fit(net, x, y, solver="gram", rcond=1e-7)
+            seconds[native].append(zorb.fit(net, x, y, solver="gram", rcond=1e-7)[1].fit_seconds)
+    blas.NATIVE = True
+    print("mnist_6 gram fit (warm, s, two rounds): products through BLAS",
+          [f"{s:.2f}" for s in seconds[True]], "through XLA", [f"{s:.2f}" for s in seconds[False]])
 
 
 if __name__ == "__main__":

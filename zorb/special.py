@@ -35,7 +35,10 @@ _EXPONENT_ONE = 1023 << 52
 
 
 def log1p_nonnegative(u):
-    """``log(1 + u)`` for float64 ``u >= 0`` (``inf`` and ``NaN`` pass through)."""
+    """``log(1 + u)`` for float64 ``u >= 0`` (``inf`` and ``NaN`` pass through); other
+    dtypes (a float32 network) get XLA's ``log1p``."""
+    if u.dtype != jnp.float64:
+        return jnp.log1p(u)
     w = 1 + u
     # The rounding error of w = 1 + u, exactly (Knuth's two-sum), corrects log(w) below.
     u_part = w - 1

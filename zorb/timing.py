@@ -30,6 +30,11 @@ def _placement(leaf):
     return None
 
 
+def clear() -> None:
+    """Forget the compiled executables (e.g. after changing what a function traces to)."""
+    _CACHE.clear()
+
+
 def _compiled(fn, args, static):
     key = _signature(fn, args, static)
     compiled = _CACHE.get(key)
