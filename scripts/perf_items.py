@@ -19,6 +19,8 @@ best of three warm runs of each jitted function:
   product, the Gram matrix and the moment ``A^T T`` of a 10,000 x 1,000 design;
 - the Tanh/Sigmoid inverses (``zorb.special``) against XLA's ``arctanh`` and ``log`` of the
   odds on 10,000 x 800 entries;
+- the gram route's last step on 1,001^2 normal equations: eigenvectors against the
+  eigenvalues + Cholesky it takes when nothing is cut;
 - the whole gram fit of mnist_6 with the products through BLAS and through XLA, alternated
   in one process (two fits each, the first compiling).
 """
@@ -31,7 +33,7 @@ import numpy as np
 
 import zorb
 from zorb import allocator, blas, special, timing
-from zorb.solvers import _pseudoinverse_svd, lstsq_gram, lstsq_qr, lstsq_svd, pseudoinverse
+from zorb.solvers import _pseudoinverse_svd, lstsq_gram, lstsq_qr, lstsq_svd, pseudoinverse, solve_from_gram
 
 SIZES = (784, 1000, 800, 600, 400, 200, 10)
 ROWS = 10_000
@@ -91,20 +93,25 @@ def main():
           ", ".join(f"{name} route {best(lambda f=f: f(a, t)):.3f} s" for name, f in routes.items()))
 
 
-    print_blas_and_inverses(rng, big, w)
+    print_blas_and_inverses(rng)
+    print_gram_solve(rng)
     print_fit_with_and_without_blas(rng, weights)
 
 
-def print_blas_and_inverses(rng, big, w):
+def print_blas_and_inverses(rng):
+    big, w = jnp.asarray(rng.random((ROWS, 1000))), jnp.asarray(rng.random((1000, 800)))
     t = jnp.asarray(rng.random((ROWS, 800)))
+    # Arguments, not closures: XLA would fold products of constants at compile time.
     pairs = {
-        f"product {ROWS:,} x 1,000 x 800": (lambda: blas.matmul(big, w), lambda: big @ w),
-        f"Gram of {ROWS:,} x 1,000": (lambda: blas.gram(big), lambda: big.T @ big),
-        f"moment A^T T, {ROWS:,} x 1,000 and x 800": (lambda: blas.matmul(big, t, transpose_a=True),
-                                                     lambda: big.T @ t),
+        f"product {ROWS:,} x 1,000 x 800": (lambda a, b, t: blas.matmul(a, b), lambda a, b, t: a @ b),
+        f"Gram of {ROWS:,} x 1,000": (lambda a, b, t: blas.gram(a), lambda a, b, t: a.T @ a),
+        f"moment A^T T, {ROWS:,} x 1,000 and x 800": (lambda a, b, t: blas.matmul(a, t, transpose_a=True),
+                                                     lambda a, b, t: a.T @ t),
     }
     for name, (ours, xla) in pairs.items():
-        print(f"{name}: BLAS {best(jax.jit(ours)) * 1e3:.1f} ms, XLA {best(jax.jit(xla)) * 1e3:.1f} ms")
+        ours, xla = jax.jit(ours), jax.jit(xla)
+        print(f"{name}: BLAS {best(lambda: ours(big, w, t)) * 1e3:.1f} ms, "
+              f"XLA {best(lambda: xla(big, w, t)) * 1e3:.1f} ms")
     z = jnp.asarray(rng.uniform(-1 + 1e-5, 1 - 1e-5, (ROWS, 800)))
     p = (z + 1) / 2
     inverses = {
@@ -115,6 +122,23 @@ def print_blas_and_inverses(rng, big, w):
         ours, xla = jax.jit(ours), jax.jit(xla)
         print(f"{name} of {ROWS:,} x 800 entries: zorb.special {best(lambda: ours(arg)) * 1e3:.1f} ms, "
               f"XLA {best(lambda: xla(arg)) * 1e3:.1f} ms")
+
+
+def print_gram_solve(rng):
+    """Normal equations of a 10,000 x 1,001 tanh design, 800 targets, nothing cut at 1e-7."""
+    a = np.hstack([np.tanh(rng.standard_normal((ROWS, 1000))), np.ones((ROWS, 1))])
+    t = rng.standard_normal((ROWS, 800))
+    gram, moment = jnp.asarray(a.T @ a), jnp.asarray(a.T @ t)
+
+    def by_eigenvectors(gram, moment):
+        values, v = jnp.linalg.eigh(gram)
+        return v @ ((1 / values)[:, None] * (v.T @ moment))
+
+    ours = jax.jit(lambda g, m: solve_from_gram(g, m, ROWS, 1e-7, 0.0)[0])
+    eigen = jax.jit(by_eigenvectors)
+    gap = float(jnp.linalg.norm(ours(gram, moment) - eigen(gram, moment)) / jnp.linalg.norm(eigen(gram, moment)))
+    print(f"gram solve (1,001^2, 800 targets, nothing cut): eigenvectors {best(lambda: eigen(gram, moment)):.3f} s, "
+          f"eigenvalues + Cholesky {best(lambda: ours(gram, moment)):.3f} s (relative difference {gap:.1e})")
 
 
 def print_fit_with_and_without_blas(rng, weights):
