@@ -129,17 +129,17 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge):
     """Finish the ``gram`` route: the cut on ``sqrt(eigenvalues)``.
 
     The eigenvalues alone (a tridiagonal reduction, no eigenvectors) say whether anything is
-    cut. If nothing is, ``(M^T M + ridge) W = M^T T`` is solved by Cholesky, which is the same
-    solution at about a third of the cost of the eigenvectors (1,001^2: 0.05 s against 0.13 s
-    on a 2-core CPU); otherwise the eigendecomposition applies the cut.
+    cut. If nothing is, ``(M^T M + ridge) W = M^T T`` is solved by Cholesky: the same solution
+    without the eigenvectors (1,001^2 with 800 targets: 0.255 s against 0.294 s on a 2-core
+    CPU, ``scripts/perf_items.py``); otherwise the eigendecomposition applies the cut.
     """
     s = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram)[::-1], 0))
-    ridged = gram + ridge * jnp.eye(gram.shape[0], dtype=gram.dtype)
 
-    def by_cholesky(ridged, moment):
+    def by_cholesky(gram, moment):
+        ridged = gram + ridge * jnp.eye(gram.shape[0], dtype=gram.dtype)
         return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(ridged, lower=True), moment)
 
-    def by_eigenvectors(ridged, moment):
+    def by_eigenvectors(gram, moment):
         eigenvalues, v = jnp.linalg.eigh(gram)
         eigenvalues, v = eigenvalues[::-1], v[:, ::-1]
         keep = jnp.sqrt(jnp.maximum(eigenvalues, 0)) > rcond * s[0]
@@ -147,7 +147,7 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge):
         return matmul(v, f[:, None] * matmul(v, moment, transpose_a=True))
 
     nothing_cut = s[-1] > rcond * s[0]
-    return jax.lax.cond(nothing_cut, by_cholesky, by_eigenvectors, ridged, moment), s[: min(rows, gram.shape[0])]
+    return jax.lax.cond(nothing_cut, by_cholesky, by_eigenvectors, gram, moment), s[: min(rows, gram.shape[0])]
 
 
 def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True):
