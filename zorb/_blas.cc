@@ -2,7 +2,7 @@
 // CPU LAPACK kernels use (SciPy's OpenBLAS, reached through scipy.linalg.cython_blas).
 //
 // Why: on the project's CPU machines XLA's float64 dot runs at 55-66 GFLOP/s on the fit's
-// shapes where OpenBLAS's dgemm runs at 85-88, and XLA forms A^T A as a full product where
+// shapes where OpenBLAS's dgemm runs at 75-88, and XLA forms A^T A as a full product where
 // dsyrk computes one triangle. zorb/blas.py calls these only on CPU, for float64 matrices.
 //
 // Arrays arrive row-major. A row-major r x c matrix is the column-major c x r matrix of its

@@ -1,7 +1,7 @@
 """The fit's large products, ``matmul`` and ``gram``, run through BLAS on the CPU.
 
 On the CPU, XLA's float64 dot reaches 55-66 GFLOP/s on the fit's shapes (10,000 x 1,000
-by 1,000 x 800) where OpenBLAS's ``dgemm`` reaches 85-88 on the same two cores, and XLA
+by 1,000 x 800) where OpenBLAS's ``dgemm`` reaches 75-88 on the same two cores, and XLA
 forms ``A^T A`` as a full product where ``dsyrk`` computes one triangle (half the flops).
 So inside ``jit`` these functions lower, on the CPU and for float64 matrices, to XLA FFI
 calls (``zorb/_blas.cc``) into the BLAS that jaxlib's own CPU LAPACK kernels already use
