@@ -7,6 +7,8 @@
     python run.py --cfg job --resolve                      # print the composed config
 """
 
+import zorb  # noqa: F401  (first: it sets up OpenBLAS before anything loads it; zorb.cpu)
+
 import hydra
 from omegaconf import DictConfig
 

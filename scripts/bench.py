@@ -340,12 +340,24 @@ def layer_rows(report, cold=None):
              "rank": r.rank, "cond": r.cond} for r in report.layers]
 
 
+def openblas_cores() -> dict:
+    """The kernel set each loaded OpenBLAS chose (numpy's and SciPy's)."""
+    from threadpoolctl import threadpool_info
+
+    cores = {}
+    for info in threadpool_info():
+        if info.get("internal_api") == "openblas":
+            owner = "scipy" if "scipy.libs" in info.get("filepath", "") else "numpy"
+            cores[owner] = info.get("architecture")
+    return cores
+
+
 def work_gemm(cfg):
+    import zorb  # noqa: F401  (first: float64, and zorb.cpu before numpy loads OpenBLAS)
     import numpy as np
     import jax
     import jax.numpy as jnp
-    import zorb  # noqa: F401  (float64)
-    from zorb import blas
+    from zorb import blas, cpu
 
     n, repeats = cfg["size"], cfg["repeats"]
     rng = np.random.default_rng(0)
@@ -373,7 +385,8 @@ def work_gemm(cfg):
     scale = jax.jit(lambda v: v * 2.0)
     stream = best(lambda: scale(big).block_until_ready(), work=2 * big.nbytes)
     return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "zorb_gflops": zorb_rate, "blas": blas.NATIVE,
-            "size": n, "stream_gbs": stream}
+            "gemm_native": blas.GEMM_NATIVE, "size": n, "stream_gbs": stream, "cores": openblas_cores(),
+            "avx512": cpu.has_avx512(), "coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def work_zorb(cfg):
@@ -487,6 +500,8 @@ WORKERS = {"gemm": work_gemm, "zorb": work_zorb, "adam": work_adam, "memory": wo
 
 
 def worker_main(text: str) -> None:
+    import zorb  # noqa: F401  (before anything loads OpenBLAS: zorb.cpu picks its kernels)
+
     cfg = json.loads(text)
     if cfg.get("openblas_limit"):
         from threadpoolctl import threadpool_limits
@@ -516,6 +531,9 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+WORKER_ENV: dict[str, str | None] = {}
+"""Changes to every worker's environment (None removes a variable): ``--openblas-coretype``."""
+
 OTHER_LOAD: list[float] = []
 """Cores used by other processes while each worker ran (machine busy time less our workers')."""
 
@@ -524,7 +542,9 @@ def run_worker(cfg, env_extra=None, timeout=None):
     """Run one measurement in a fresh process; also records how many cores other processes
     kept busy meanwhile (timings are only comparable when that is near 0)."""
     env = dict(os.environ)
+    env.update(WORKER_ENV)
     env.update(env_extra or {})
+    env = {k: v for k, v in env.items() if v is not None}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)]
     busy, mine, wall = busy_seconds(), children_cpu_seconds(), time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -576,11 +596,22 @@ class Bench:
         r = run_worker({"task": "gemm", "size": size, "repeats": 3})
         self.gemm_rate = max(r["numpy_gflops"], r["xla_gflops"], r["zorb_gflops"])
         self.xla_rate = r["xla_gflops"]
-        route = "dgemm via XLA FFI" if r["blas"] else "XLA: zorb.blas is off"
+        route = ("XLA: zorb.blas is off" if not r["blas"] else "dgemm via XLA FFI" if r["gemm_native"]
+                 else "XLA's dot: faster than these OpenBLAS kernels")
         print(f"numpy (OpenBLAS): {r['numpy_gflops']:.1f} GFLOP/s   XLA jnp.dot: {r['xla_gflops']:.1f} GFLOP/s   "
               f"zorb.blas.matmul ({route}): {r['zorb_gflops']:.1f} GFLOP/s   "
               f"-> limit uses {self.gemm_rate:.1f} GFLOP/s;  memory: XLA streams {r['stream_gbs']:.1f} GB/s "
               f"(read + write of a 256 MiB array)")
+        cores = r["cores"]
+        print(f"OpenBLAS kernels: numpy {cores.get('numpy')}, SciPy (jaxlib's LAPACK, zorb.blas) {cores.get('scipy')}; "
+              f"OPENBLAS_CORETYPE={r['coretype_env'] or '(unset)'}; CPU AVX-512: {'yes' if r['avx512'] else 'no'}")
+        narrow = r["avx512"] and (cores.get("scipy") or "").lower() not in ("skylakex", "cooperlake", "sapphirerapids")
+        if narrow and self.args.openblas_coretype != "auto":
+            wide = run_worker({"task": "gemm", "size": size, "repeats": 3}, env_extra={"OPENBLAS_CORETYPE": None})
+            print(f"  this CPU has AVX-512 but OpenBLAS runs {cores.get('scipy')} kernels; with its AVX-512 kernels "
+                  f"(--openblas-coretype auto: {wide['cores'].get('scipy')}) numpy reaches {wide['numpy_gflops']:.1f} "
+                  f"GFLOP/s (not counted in this run's limit: the fits below run in this environment)")
+            self.put("gemm_gflops_numpy_auto_kernels", wide["numpy_gflops"])
         self.stream_rate = r["stream_gbs"]
         self.put("stream_gbs", r["stream_gbs"])
         self.put("gemm_gflops", self.gemm_rate)
@@ -815,7 +846,8 @@ class Bench:
     def run(self, sections):
         print(f"zorb benchmark: {os.cpu_count()} cores, python {sys.version.split()[0]}, sections "
               f"{','.join(sections)}, seed {self.args.seed}, load average {load_text()}; OPENBLAS_NUM_THREADS="
-              f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')} XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r}",
+              f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')} XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r} "
+              f"--openblas-coretype {self.args.openblas_coretype}",
               flush=True)
         started = time.perf_counter()
         self.gemm()
@@ -881,6 +913,10 @@ def parse_args(argv=None):
     parser.add_argument("--chunk-rows", type=int, default=20_000, help="chunk size of the streamed fit")
     parser.add_argument("--memory-solver", default="gram", choices=("qr", "gram"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--openblas-coretype", default="environment", metavar="{environment,auto,NAME}",
+                        help="OpenBLAS kernels for every measurement: as the environment sets them (default), "
+                             "auto (an OPENBLAS_CORETYPE in the environment is dropped: OpenBLAS's detection, "
+                             "or zorb.cpu's AVX-512 choice), or a core name such as SkylakeX or Haswell")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -916,6 +952,10 @@ def main(argv=None) -> None:
     if args.worker:
         worker_main(args.worker)
         return
+    if args.openblas_coretype == "auto":
+        WORKER_ENV["OPENBLAS_CORETYPE"] = None
+    elif args.openblas_coretype != "environment":
+        WORKER_ENV["OPENBLAS_CORETYPE"] = args.openblas_coretype
     bench = Bench(args)
     bench.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     bad = sorted(set(bench.solvers) - set(RCOND))

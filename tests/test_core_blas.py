@@ -12,6 +12,13 @@ import pytest
 from zorb import blas
 
 
+@pytest.fixture(autouse=True)
+def dgemm_on(monkeypatch):
+    """These tests check the dgemm route itself, whichever route this machine's fits take
+    (``blas.GEMM_NATIVE`` is read when a function is traced)."""
+    monkeypatch.setattr(blas, "GEMM_NATIVE", True)
+
+
 def custom_calls(fn, *args) -> int:
     return jax.jit(fn).lower(*args).compile().as_text().count('custom_call_target="zorb_')
 
@@ -79,6 +86,27 @@ def test_gradients_through_the_blas_products_equal_xla_gradients(rng):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
 
 
+def test_gemm_route_follows_openblas_kernels_and_can_be_forced():
+    """dgemm only where OpenBLAS's kernels are as wide as the CPU's (or when forced); the Gram
+    matrix always goes through dsyrk."""
+    code = ("import jax, jax.numpy as jnp, zorb; from zorb import blas; "
+            "a = jnp.ones((300, 200)); b = jnp.ones((200, 256)); "
+            "print(blas.GEMM_NATIVE, jax.jit(blas.matmul).lower(a, b).compile().as_text().count('zorb_'), "
+            "jax.jit(blas.gram).lower(a).compile().as_text().count('zorb_'))")
+
+    def run(**env):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, **env}).stdout.split()
+
+    assert run(ZORB_NATIVE_GEMM="1") == ["True", "1", "1"]
+    assert run(ZORB_NATIVE_GEMM="0") == ["False", "0", "1"]
+    from zorb import cpu
+
+    auto = run(ZORB_NATIVE_GEMM="auto")
+    expected = not cpu.has_avx512() or (blas.openblas_core() or "").lower() in blas.AVX512_CORES
+    assert auto == [str(expected), str(int(expected)), "1"]
+
+
 def test_zorb_native_blas_0_turns_the_extension_off():
     code = ("import jax, jax.numpy as jnp, zorb; from zorb import blas; "
             "a = jnp.ones((300, 200)); b = jnp.ones((200, 256)); "
@@ -87,3 +115,22 @@ def test_zorb_native_blas_0_turns_the_extension_off():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "ZORB_NATIVE_BLAS": "0"}).stdout.split()
     assert out == ["False", "0", "200.0"]
+
+
+@pytest.mark.parametrize("n", [1, 5, 70, 333])
+def test_eigvalsh_matches_numpy_reads_the_lower_triangle_and_skips_eigenvectors(n, rng):
+    a = rng.normal(size=(2 * n, n))
+    g = a.T @ a
+    scrambled = np.tril(g) + np.triu(np.full_like(g, 1e3), 1)  # only the lower triangle is read
+    if n >= blas.MIN_SIDE:
+        assert custom_calls(blas.eigvalsh, scrambled) == 1
+    got = np.asarray(jax.jit(blas.eigvalsh)(scrambled))
+    expected = np.linalg.eigvalsh(g)
+    assert got.dtype == np.float64 and np.all(np.diff(got) >= 0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * expected.max())
+
+
+def test_eigvalsh_of_a_matrix_with_nan_is_nan(rng):
+    g = np.eye(40)
+    g[3, 2] = np.nan
+    assert np.all(np.isnan(np.asarray(jax.jit(blas.eigvalsh)(g))))

@@ -8,10 +8,15 @@
 
 Importing zorb turns on JAX's 64-bit mode: the algorithm works in float64 unless a network
 is built with ``dtype="float32"``. It also keeps freed memory for reuse (``zorb.allocator``;
-``ZORB_MALLOC_TUNING=0`` turns that off).
+``ZORB_MALLOC_TUNING=0`` turns that off), and on AMD CPUs with AVX-512 lets OpenBLAS use its
+AVX-512 kernels (``zorb.cpu``; ``ZORB_OPENBLAS_TUNING=0`` turns that off).
 """
 
-from zorb import allocator
+from zorb import cpu
+
+cpu.tune_openblas()  # before anything loads numpy's or SciPy's OpenBLAS
+
+from zorb import allocator  # noqa: E402
 
 allocator.tune()
 

