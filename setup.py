@@ -18,4 +18,5 @@ def jaxlib_include() -> str:
 
 setup(ext_modules=[Extension(
     "zorb._blas", sources=["zorb/_blas.cc"], include_dirs=[jaxlib_include()], language="c++",
-    extra_compile_args=["-std=c++17", "-O2", "-Wno-attributes", "-Wno-return-type"], optional=True)])
+    extra_compile_args=["-std=c++17", "-O3", "-ffp-contract=off", "-fno-trapping-math", "-Wno-attributes", "-Wno-return-type"],
+    extra_link_args=["-pthread"], optional=True)])

@@ -40,6 +40,9 @@ def _load():
                        cython_lapack.__pyx_capi__["dsyevd"])
     except TypeError:  # an extension built from an older zorb/_blas.cc: rebuild (make install)
         return False
+    from zorb.special import LN2_HI, LN2_LO
+
+    _blas.set_ln2(LN2_HI, LN2_LO)
     for name, handler in _blas.handlers().items():
         jax.ffi.register_ffi_target(name, handler, platform="cpu")
     return True
@@ -200,3 +203,28 @@ def eigvalsh(a):
     if not _native(a) or a.shape[0] != a.shape[1]:
         return _xla_eigvalsh(a)
     return _eigvalsh(a)
+
+
+def squash_inverse(t, output_range, a: float, b: float, *, tanh: bool, shift, reference):
+    """``f^-1(z) - shift`` for a Sigmoid/Tanh target ``t`` (N x k) mapped onto ``[a, b]`` from
+    ``output_range`` (``f^-1`` = ``atanh`` or ``logit``; no ``shift`` if None): on the CPU for
+    float64 in one pass of ``zorb/_blas.cc`` (the same arithmetic as ``zorb.special``; XLA makes
+    three passes of it: 8.5 ms against 12-13 ms per 10,000 x 1,000 with the bias subtraction,
+    on two cores), elsewhere ``reference(t) - shift`` (the layer's JAX code)."""
+    has_shift = shift is not None
+    shift = shift if has_shift else jnp.zeros((0,), t.dtype)
+
+    def xla(t, output_range, shift):
+        out = reference(t)
+        return out - shift if has_shift else out
+
+    if not (NATIVE and t.ndim == 2 and t.dtype == jnp.float64 and output_range.dtype == jnp.float64
+            and shift.dtype == jnp.float64) or t.size == 0:
+        return xla(t, output_range, shift)
+
+    def native(t, output_range, shift):
+        call = jax.ffi.ffi_call("zorb_squash_inverse_f64", jax.ShapeDtypeStruct(t.shape, jnp.float64),
+                                vmap_method="sequential")
+        return call(t, output_range, shift, a=float(a), b=float(b), tanh=bool(tanh), has_shift=has_shift)
+
+    return jax.lax.platform_dependent(t, output_range, shift, cpu=native, default=xla)

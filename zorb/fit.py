@@ -27,6 +27,7 @@ import numpy as np
 from zorb.errors import ConfigError, FitError
 from zorb.network import Network
 from zorb.layers.activations import SquashingLayer
+from zorb.layers.dense import Dense
 from zorb.solvers import (DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, gram_moments, qr_triangle,
                           solve_from_gram, solve_from_triangle, spectrum_summary)
 from zorb.timing import timed, timed_each
@@ -132,10 +133,20 @@ def _targets(layers, auxes, y, key, first_row, *, offset, fixed_ranges):
     """
     new = list(layers)
     t = y
+    shifted = False  # whether t already has the bias of layers[j] subtracted
     for j in reversed(range(len(layers))):
         layer_key = jax.random.fold_in(key, offset + j)
-        if fixed_ranges and isinstance(layers[j], SquashingLayer):
-            t = layers[j].inverse_in_range(t)
+        if isinstance(layers[j], SquashingLayer):
+            # A dense layer below subtracts its bias first: done in the same pass as the inverse.
+            below = layers[j - 1] if j > 0 else None
+            shift = below.weights[-1] if isinstance(below, Dense) and below.bias else None
+            if fixed_ranges:
+                t = layers[j].inverse_in_range(t, shift)
+            else:
+                t, new[j] = layers[j].inverse(t, auxes[j], layer_key, first_row, shift=shift)
+            shifted = shift is not None
+        elif shifted:
+            t, shifted = layers[j].invert_rows_shifted(t, auxes[j]), False
         else:
             t, new[j] = layers[j].inverse(t, auxes[j], layer_key, first_row)
     return t, tuple(new), jnp.all(jnp.isfinite(t))

@@ -29,6 +29,7 @@ with localcontext() as _context:
     _LN2_LO = float(_LN2 - Decimal(_LN2_HI))
 # 2 atanh(s) = 2s + s R(s^2), R(z) = sum_k 2 z^k / (2k + 1), k = 1..10 (Horner order: highest first).
 _SERIES = [2.0 / (2 * k + 1) for k in range(10, 0, -1)]
+LN2_HI, LN2_LO = _LN2_HI, _LN2_LO  # zorb/_blas.cc computes the same functions with these
 _SQRT2 = float(np.sqrt(2.0))
 _MANTISSA = (1 << 52) - 1
 _EXPONENT_ONE = 1023 << 52

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from zorb.blas import squash_inverse
 from zorb.errors import ConfigError
 from zorb.layers.base import Layer, Shape, layer_class, margin
 from zorb.special import atanh, logit
@@ -46,17 +47,28 @@ class SquashingLayer(Layer):
         lo, hi = self.output_range[0], self.output_range[1]
         return lo + (hi - lo) * (y - a) / (b - a)
 
-    def inverse(self, t, aux, key, first_row=0):
+    def inverse(self, t, aux, key, first_row=0, shift=None):
         fitted = self.with_range(jnp.min(t), jnp.max(t))
-        return fitted.inverse_in_range(t), fitted
+        return fitted.inverse_in_range(t, shift), fitted
 
     def with_range(self, lo, hi):
         """This layer with output range ``[lo, hi]`` (the global extremes of its target)."""
         return dataclasses.replace(self, output_range=jnp.stack([lo, hi]))
 
-    def inverse_in_range(self, t):
+    def inverse_in_range(self, t, shift=None):
         """The inverse with the stored output range: what a chunk of rows gets in a streamed
-        fit, where the range comes from a pass over all rows first."""
+        fit, where the range comes from a pass over all rows first. ``shift`` (one value per
+        column, e.g. the bias of the dense layer below) is subtracted from the result in the
+        same pass (``zorb.blas.squash_inverse``)."""
+        if t.ndim < 2 or (shift is not None and t.ndim != 2):
+            out = self._inverse_in_range(t)
+            return out if shift is None else out - shift
+        a, b = self._margins()
+        rows = t.reshape(t.shape[0], -1)  # an image target as rows: no copy
+        return squash_inverse(rows, self.output_range, a, b, tanh=self.kind == "tanh", shift=shift,
+                              reference=self._inverse_in_range).reshape(t.shape)
+
+    def _inverse_in_range(self, t):
         a, b = self._margins()
         lo, hi = self.output_range[0], self.output_range[1]
         span = hi - lo

@@ -95,5 +95,9 @@ class Dense(ParametricLayer):
     def inverse(self, t, aux, key, first_row=0):
         return self.invert_rows(t, aux), self
 
+    def invert_rows_shifted(self, t, pinv):
+        """The inverse of a ``t`` that already has the bias subtracted: ``t @ pinv(W')``."""
+        return matmul(t, pinv)
+
     def spec(self):
         return {"type": self.kind, "units": self.units, "bias": self.bias}
