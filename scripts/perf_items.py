@@ -13,14 +13,18 @@ best of three warm runs of each jitted function:
   skipping it saves when no softmax lies above;
 - layer 2's solve (10,000 x 1,001 design, 800 targets) by forming ``pinv([A, 1]) @ T`` (the
   paper's code) against zorb's svd, qr and gram routes;
-- a tanh over 10,000 x 1,000 entries and a 10,000 x 1,000 x 800 product: run the script once
-  more with ``ZORB_MALLOC_TUNING=0`` to see what ``zorb.allocator`` saves on them;
+- a tanh, ``2 * x`` (an XLA loop fusion) over 10,000 x 1,000 entries and a 10,000 x 1,000 x 800
+  product: run the script once more with ``ZORB_MALLOC_TUNING=0`` to see what
+  ``zorb.allocator`` saves on them;
 - the products through BLAS (``zorb.blas``) against XLA's own: a 10,000 x 1,000 x 800
   product, the Gram matrix and the moment ``A^T T`` of a 10,000 x 1,000 design;
 - the Tanh/Sigmoid inverses (``zorb.special``) against XLA's ``arctanh`` and ``log`` of the
-  odds on 10,000 x 800 entries;
+  odds on 10,000 x 800 entries, and a whole Tanh/Sigmoid target inverse (range map, inverse,
+  the bias below subtracted) by the one-pass kernel and by XLA;
 - the gram route's last step on 1,001^2 normal equations: eigenvectors against the
-  eigenvalues + Cholesky it takes when nothing is cut;
+  eigenvalues + Cholesky it takes when nothing is cut; the eigenvalues alone by
+  ``jnp.linalg.eigvalsh`` and by ``zorb.blas.eigvalsh``; a 1000 x 900 pseudoinverse by SVD, by
+  the Gram matrix's eigenvectors and by its eigenvalues + Cholesky;
 - the whole gram fit of mnist_6 with the products through BLAS and through XLA, alternated
   in one process (two fits each, the first compiling).
 """
@@ -33,6 +37,7 @@ import numpy as np
 
 import zorb
 from zorb import allocator, blas, special, timing
+from zorb.layers import Sigmoid, Tanh
 from zorb.solvers import _pseudoinverse_svd, lstsq_gram, lstsq_qr, lstsq_svd, pseudoinverse, solve_from_gram
 
 SIZES = (784, 1000, 800, 600, 400, 200, 10)
@@ -52,9 +57,10 @@ def best(fn, repeats=3):
 def main():
     rng = np.random.default_rng(0)
     big, w = jnp.asarray(rng.random((ROWS, 1000))), jnp.asarray(rng.random((1000, 800)))
-    tanh, product = jax.jit(jnp.tanh), jax.jit(jnp.matmul)
+    tanh, product, scale = jax.jit(jnp.tanh), jax.jit(jnp.matmul), jax.jit(lambda a: a * 2.0)
     print(f"allocator tuning {'on' if allocator.applied() else 'off'}: tanh of {ROWS:,} x 1,000 "
-          f"{best(lambda: tanh(big)) * 1e3:.1f} ms, product {ROWS:,} x 1,000 x 800 {best(lambda: product(big, w)) * 1e3:.1f} ms")
+          f"{best(lambda: tanh(big)) * 1e3:.1f} ms, 2 * x (an XLA loop fusion) {best(lambda: scale(big)) * 1e3:.1f} ms, "
+          f"product {ROWS:,} x 1,000 x 800 {best(lambda: product(big, w)) * 1e3:.1f} ms")
     weights = [jnp.asarray(rng.uniform(-np.sqrt(6 / (a + b)), np.sqrt(6 / (a + b)), (a, b)))
                for a, b in zip(SIZES[:-1], SIZES[1:])]
     rcond = jnp.asarray(1e-15)
@@ -122,6 +128,15 @@ def print_blas_and_inverses(rng):
         ours, xla = jax.jit(ours), jax.jit(xla)
         print(f"{name} of {ROWS:,} x 800 entries: zorb.special {best(lambda: ours(arg)) * 1e3:.1f} ms, "
               f"XLA {best(lambda: xla(arg)) * 1e3:.1f} ms")
+    # The whole Tanh/Sigmoid inverse of a target (range map, atanh/logit, the bias of the dense
+    # layer below subtracted): the one-pass kernel against the same arithmetic in XLA.
+    target, bias = jnp.asarray(rng.normal(size=(ROWS, 1000)) * 3), jnp.asarray(rng.normal(size=1000))
+    for cls in (Tanh, Sigmoid):
+        layer = cls.build((1000,), jax.random.key(0), jnp.float64).with_range(jnp.min(target), jnp.max(target))
+        kernel = jax.jit(lambda t, b, layer=layer: layer.inverse_in_range(t, b))
+        xla = jax.jit(lambda t, b, layer=layer: layer._inverse_in_range(t) - b)
+        print(f"{cls.kind} inverse of a {ROWS:,} x 1,000 target, bias below subtracted: one-pass kernel "
+              f"{best(lambda: kernel(target, bias)) * 1e3:.1f} ms, XLA {best(lambda: xla(target, bias)) * 1e3:.1f} ms")
 
 
 def print_gram_solve(rng):
@@ -139,6 +154,23 @@ def print_gram_solve(rng):
     gap = float(jnp.linalg.norm(ours(gram, moment) - eigen(gram, moment)) / jnp.linalg.norm(eigen(gram, moment)))
     print(f"gram solve (1,001^2, 800 targets, nothing cut): eigenvectors {best(lambda: eigen(gram, moment)):.3f} s, "
           f"eigenvalues + Cholesky {best(lambda: ours(gram, moment)):.3f} s (relative difference {gap:.1e})")
+    values_jax, values_lapack = jax.jit(jnp.linalg.eigvalsh), jax.jit(blas.eigvalsh)
+    print(f"eigenvalues of the 1,001^2 Gram matrix: jnp.linalg.eigvalsh (computes the eigenvectors too) "
+          f"{best(lambda: values_jax(gram)) * 1e3:.1f} ms, zorb.blas.eigvalsh (dsyevd, no eigenvectors) "
+          f"{best(lambda: values_lapack(gram)) * 1e3:.1f} ms")
+    # A Glorot 1000 x 900 weight matrix's pseudoinverse: the previous Gram route (eigenvectors)
+    # against the current one (eigenvalues decide, Cholesky solves) and the SVD.
+    limit = np.sqrt(6 / 1900)
+    w = jnp.asarray(rng.uniform(-limit, limit, (1000, 900)))
+
+    def by_gram_eigenvectors(m):
+        values, v = jnp.linalg.eigh(blas.gram(m))
+        return blas.matmul(blas.matmul(v / values, v, transpose_b=True), m, transpose_b=True)
+
+    routes = {"SVD": jax.jit(lambda m: _pseudoinverse_svd(m, 1e-15)), "Gram eigenvectors": jax.jit(by_gram_eigenvectors),
+              "Gram eigenvalues + Cholesky (zorb)": jax.jit(lambda m: pseudoinverse(m, 1e-15))}
+    print("pseudoinverse of a Glorot 1000 x 900 matrix: " +
+          ", ".join(f"{name} {best(lambda f=f: f(w)) * 1e3:.1f} ms" for name, f in routes.items()))
 
 
 def print_fit_with_and_without_blas(rng, weights):
