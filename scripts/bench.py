@@ -342,20 +342,7 @@ def layer_rows(report, cold=None):
              "rank": r.rank, "cond": r.cond} for r in report.layers]
 
 
-def openblas_cores() -> dict:
-    """The kernel set each loaded OpenBLAS chose (numpy's and SciPy's)."""
-    from threadpoolctl import threadpool_info
-
-    cores = {}
-    for info in threadpool_info():
-        if info.get("internal_api") == "openblas":
-            owner = "scipy" if "scipy.libs" in info.get("filepath", "") else "numpy"
-            cores[owner] = info.get("architecture")
-    return cores
-
-
 def work_gemm(cfg):
-    import zorb  # noqa: F401  (first: float64, and zorb.cpu before numpy loads OpenBLAS)
     import numpy as np
     import jax
     import jax.numpy as jnp
@@ -387,8 +374,8 @@ def work_gemm(cfg):
     scale = jax.jit(lambda v: v * 2.0)
     stream = best(lambda: scale(big).block_until_ready(), work=2 * big.nbytes)
     return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "zorb_gflops": zorb_rate, "blas": blas.NATIVE,
-            "gemm_native": blas.GEMM_NATIVE, "size": n, "stream_gbs": stream, "cores": openblas_cores(),
-            "avx512": cpu.has_avx512(), "coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
+            "gemm_native": blas.GEMM_NATIVE, "size": n, "stream_gbs": stream, "cores": blas.openblas_cores(),
+            "wide_kernels": blas.wide_kernels(blas.openblas_cores().get("scipy")), "avx512": cpu.has_avx512(), "coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def work_zorb(cfg):
@@ -618,7 +605,7 @@ class Bench:
         cores = r["cores"]
         print(f"OpenBLAS kernels: numpy {cores.get('numpy')}, SciPy (jaxlib's LAPACK, zorb.blas) {cores.get('scipy')}; "
               f"OPENBLAS_CORETYPE={r['coretype_env'] or '(unset)'}; CPU AVX-512: {'yes' if r['avx512'] else 'no'}")
-        narrow = r["avx512"] and (cores.get("scipy") or "").lower() not in ("skylakex", "cooperlake", "sapphirerapids")
+        narrow = r["avx512"] and not r["wide_kernels"]
         if narrow and self.args.openblas_coretype != "auto":
             wide = run_worker({"task": "gemm", "size": size, "repeats": 3}, env_extra={"OPENBLAS_CORETYPE": None})
             print(f"  this CPU has AVX-512 but OpenBLAS runs {cores.get('scipy')} kernels; with its AVX-512 kernels "

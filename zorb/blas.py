@@ -55,16 +55,21 @@ AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 """OpenBLAS's names for its AVX-512 kernel sets."""
 
 
-def openblas_core() -> str | None:
-    """The kernel set SciPy's OpenBLAS (the one ``zorb.blas`` calls) chose, e.g. ``Haswell``."""
+def openblas_cores() -> dict[str, str]:
+    """The kernel set each loaded OpenBLAS chose, e.g. ``{"numpy": "Haswell", "scipy":
+    "SkylakeX"}`` (SciPy's is the one ``zorb.blas`` and jaxlib's LAPACK kernels call)."""
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (loaded, so that it is listed)
         from threadpoolctl import threadpool_info
     except ImportError:
-        return None
-    cores = [info.get("architecture") for info in threadpool_info()
-             if info.get("internal_api") == "openblas" and "scipy.libs" in info.get("filepath", "")]
-    return cores[0] if cores else None
+        return {}
+    return {("scipy" if "scipy.libs" in info.get("filepath", "") else "numpy"): info.get("architecture")
+            for info in threadpool_info() if info.get("internal_api") == "openblas"}
+
+
+def wide_kernels(core: str | None) -> bool:
+    """Whether ``core`` (an OpenBLAS kernel set) is one of its AVX-512 sets."""
+    return (core or "").lower() in AVX512_CORES
 
 
 def _gemm_native() -> bool:
@@ -83,8 +88,8 @@ def _gemm_native() -> bool:
 
     if not cpu.has_avx512():
         return True
-    core = openblas_core()
-    return core is None or core.lower() in AVX512_CORES
+    core = openblas_cores().get("scipy")
+    return core is None or wide_kernels(core)
 
 
 GEMM_NATIVE = _gemm_native()

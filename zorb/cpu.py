@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import lru_cache
 
 AVX512_KERNEL_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
 CORETYPE = "SkylakeX"
 
-_chosen: str | None = None
-
-
+@lru_cache(maxsize=None)
 def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, frozenset[str]]:
     """The first CPU's vendor and flags, or ``("", {})`` when they cannot be read."""
     vendor, flags = "", frozenset()
@@ -68,14 +67,7 @@ def openblas_coretype(environ=None, cpuinfo: str = "/proc/cpuinfo") -> str | Non
 
 def tune_openblas() -> str | None:
     """Set ``OPENBLAS_CORETYPE`` for libraries loaded from now on; returns what was set."""
-    global _chosen
     coretype = openblas_coretype()
     if coretype is not None:
         os.environ["OPENBLAS_CORETYPE"] = coretype
-        _chosen = coretype
-    return _chosen
-
-
-def chosen() -> str | None:
-    """The core type ``tune_openblas`` set in this process (None if it set none)."""
-    return _chosen
+    return coretype

@@ -146,7 +146,7 @@ def _targets(layers, auxes, y, key, first_row, *, offset, fixed_ranges):
                 t, new[j] = layers[j].inverse(t, auxes[j], layer_key, first_row, shift=shift)
             shifted = shift is not None
         elif shifted:
-            t, shifted = layers[j].invert_rows_shifted(t, auxes[j]), False
+            t, shifted = layers[j].invert_rows(t, auxes[j], shifted=True), False
         else:
             t, new[j] = layers[j].inverse(t, auxes[j], layer_key, first_row)
     return t, tuple(new), jnp.all(jnp.isfinite(t))

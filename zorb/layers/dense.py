@@ -45,9 +45,10 @@ class ParametricLayer(Layer):
         """What the backward pass needs, computed once: ``pinv(W', rcond)``."""
         return pseudoinverse(self.kernel, rcond)
 
-    def invert_rows(self, t_rows, pinv):
-        """``(T - b) @ pinv(W')`` for a 2-D ``t_rows``."""
-        if self.bias:
+    def invert_rows(self, t_rows, pinv, shifted: bool = False):
+        """``(T - b) @ pinv(W')`` for a 2-D ``t_rows`` (``T @ pinv(W')`` when ``shifted``: the bias
+        already subtracted, by the Sigmoid/Tanh inverse above)."""
+        if self.bias and not shifted:
             t_rows = t_rows - self.weights[-1]
         return matmul(t_rows, pinv)
 
@@ -94,10 +95,6 @@ class Dense(ParametricLayer):
 
     def inverse(self, t, aux, key, first_row=0):
         return self.invert_rows(t, aux), self
-
-    def invert_rows_shifted(self, t, pinv):
-        """The inverse of a ``t`` that already has the bias subtracted: ``t @ pinv(W')``."""
-        return matmul(t, pinv)
 
     def spec(self):
         return {"type": self.kind, "units": self.units, "bias": self.bias}
