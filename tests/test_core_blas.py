@@ -193,3 +193,116 @@ def test_eigvalsh_gradient_equals_jax_eigvalsh_gradient(rng):
     got = jax.grad(lambda g: jnp.sum(weights * blas.eigvalsh(g)))(g)
     expected = jax.grad(lambda g: jnp.sum(weights * jnp.linalg.eigvalsh(g)))(g)
     np.testing.assert_allclose(got + got.T, expected + expected.T, rtol=1e-10, atol=1e-10)
+
+
+def run_python(code: str, timeout: float = 120, **env) -> list[str]:
+    """``code`` in a fresh interpreter (its own OpenBLAS state); its printed words."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=timeout,
+                          env={**os.environ, **env}).stdout.split()
+
+
+# Large enough that OpenBLAS splits the work into jobs (it keeps small calls on one thread).
+POOL_CHECK = """
+import os, threading
+import numpy as np, jax, jax.numpy as jnp, zorb
+from zorb import blas, _blas
+import scipy.linalg.blas as sb
+rng = np.random.default_rng(0)
+a, b = rng.random((700, 600)), rng.random((600, 500))
+def worst(got, want):
+    return float(np.abs(np.asarray(got) - want).max() / np.abs(want).max())
+errors = [worst(sb.dgemm(1.0, a, b), a @ b)]
+s = a.T @ a + np.eye(600)
+w, v = jnp.linalg.eigh(jnp.asarray(s))  # jaxlib's LAPACK kernels call the same OpenBLAS
+errors.append(float(jnp.abs(jnp.asarray(s) @ v - v * w).max()) / np.abs(s).max())
+errors.append(worst(jnp.linalg.cholesky(jnp.asarray(s)) @ jnp.linalg.cholesky(jnp.asarray(s)).T, s))
+results = [None] * 4
+def product(i):
+    results[i] = worst(sb.dgemm(1.0, a * (i + 1), b), (i + 1) * (a @ b))
+threads = [threading.Thread(target=product, args=(i,)) for i in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+errors += results
+print(blas.SHARED_POOL, _blas.pool_workers(), max(errors))
+"""
+
+
+def test_openblas_runs_its_jobs_on_zorbs_pool_with_the_same_results():
+    """OpenBLAS's parallel jobs (dgemm, and jaxlib's LAPACK calls into the same library) go to
+    zorb's pool, also from four threads at once; the results equal numpy's own OpenBLAS."""
+    shared, workers, error = run_python(POOL_CHECK)
+    assert shared == "True"
+    assert int(workers) >= (1 if len(os.sched_getaffinity(0)) > 1 else 0)
+    assert float(error) < 1e-12
+
+
+def test_zorb_blas_pool_0_leaves_openblas_its_own_threads():
+    shared, workers, error = run_python(POOL_CHECK, ZORB_BLAS_POOL="0")
+    assert (shared, workers) == ("False", "0")
+    assert float(error) < 1e-12
+
+
+def test_a_forked_child_gets_a_fresh_pool_and_its_blas_works():
+    """After fork() only the forking thread exists: the child must not wait for the parent's
+    workers. The child's threaded dgemm finishes (the timeout would fail it) and is right."""
+    code = """
+import os, numpy as np, zorb
+from zorb import _blas
+import scipy.linalg.blas as sb
+rng = np.random.default_rng(0)
+a, b = rng.random((700, 600)), rng.random((600, 500))
+sb.dgemm(1.0, a, b)
+parent_workers = _blas.pool_workers()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    before = _blas.pool_workers()
+    error = float(np.abs(sb.dgemm(1.0, a, b) - a @ b).max())
+    os.write(write, f"{before} {error}".encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(parent_workers, os.read(read, 100).decode())
+"""
+    parent_workers, child_before, error = run_python(code, timeout=60)
+    assert child_before == "0"
+    assert int(parent_workers) >= (1 if len(os.sched_getaffinity(0)) > 1 else 0)
+    assert float(error) < 1e-9
+
+
+@pytest.mark.parametrize("rank,ridge", [(60, 0.0), (60, 0.5), (23, 0.0), (23, 2.0), (0, 0.0)])
+def test_gram_solve_kernel_equals_its_jax_code_and_numpy(rank, ridge, rng):
+    """Both branches of the one-call normal-equation solve: nothing cut (rank 60 of 60:
+    Cholesky) and a cut (rank 23: the kept eigenvectors only), with and without ridge, and an
+    all-zero design (everything cut). Checked against the JAX code it replaces and against
+    numpy's SVD of the design matrix."""
+    from zorb.solvers import _solve_from_gram_xla
+
+    rows, cols, k, rcond = 400, 60, 17, 1e-6
+    m = rng.normal(size=(rows, rank)) @ rng.normal(size=(rank, cols)) if rank else np.zeros((rows, cols))
+    t = rng.normal(size=(rows, k))
+    gram, moment = m.T @ m, m.T @ t
+    def xla(g, b):
+        return _solve_from_gram_xla(g, b, rcond, ridge)
+
+    native = jax.jit(lambda g, b: blas.gram_solve(g, b, rcond, ridge, reference=xla))
+    assert native.lower(gram, moment).compile().as_text().count('custom_call_target="zorb_gram_solve_f64"') == 1
+    w, s = map(np.asarray, native(gram, moment))
+    w_xla, s_xla = map(np.asarray, jax.jit(xla)(gram, moment))
+    u, sv, vt = np.linalg.svd(m, full_matrices=False)
+    keep = sv > rcond * sv[0] if sv[0] > 0 else np.zeros_like(sv, bool)
+    expected = vt[keep].T @ ((sv[keep] / (sv[keep] ** 2 + ridge))[:, None] * (u[:, keep].T @ t))
+    scale = max(np.abs(expected).max(), 1.0)
+    np.testing.assert_allclose(w, expected, rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(w, w_xla, rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(s[:rank], sv[:rank], rtol=1e-9)
+    assert int(np.sum(s > rcond * s[0])) == rank
+
+
+def test_gram_solve_kernel_of_a_non_finite_gram_is_nan(rng):
+    from zorb.solvers import _solve_from_gram_xla
+
+    gram = np.eye(5)
+    gram[2, 3] = np.nan
+    w, s = jax.jit(lambda g, b: blas.gram_solve(g, b, 1e-7, 0.0, reference=lambda g, b: _solve_from_gram_xla(
+        g, b, 1e-7, 0.0)))(gram, np.ones((5, 2)))
+    assert np.isnan(np.asarray(w)).all() and np.isnan(np.asarray(s)).all()

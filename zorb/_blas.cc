@@ -10,13 +10,20 @@
 
 #include <Python.h>
 
+#include <dlfcn.h>
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -31,10 +38,171 @@ using Dgemm = void(char*, char*, int*, int*, int*, double*, const double*, int*,
 using Dsyrk = void(char*, char*, int*, int*, double*, const double*, int*, double*, double*, int*);
 
 using Dsyevd = void(char*, char*, int*, double*, int*, double*, double*, int*, int*, int*, int*);
+using Dtrsm = void(char*, char*, char*, char*, int*, int*, double*, const double*, int*, double*, int*);
+using Dsytrd = void(char*, int*, double*, int*, double*, double*, double*, double*, int*, int*);
+using Dsterf = void(int*, double*, double*, int*);
+using Dstemr = void(char*, char*, int*, double*, double*, double*, double*, int*, int*, int*, double*, double*, int*,
+                    int*, int*, int*, double*, int*, int*, int*, int*);
+using Dstedc = void(char*, int*, double*, double*, double*, int*, double*, int*, int*, int*, int*);
+using Dormtr = void(char*, char*, char*, int*, int*, double*, int*, double*, double*, int*, double*, int*, int*);
+using Dpotrf = void(char*, int*, double*, int*, int*);
 
 Dgemm* dgemm = nullptr;
 Dsyrk* dsyrk = nullptr;
 Dsyevd* dsyevd = nullptr;
+Dtrsm* dtrsm = nullptr;
+Dsytrd* dsytrd = nullptr;
+Dsterf* dsterf = nullptr;
+Dstemr* dstemr = nullptr;
+Dstedc* dstedc = nullptr;
+Dormtr* dormtr = nullptr;
+Dpotrf* dpotrf = nullptr;
+
+
+// ---- One pool of worker threads for OpenBLAS's parallel jobs and the one-pass inverse --------
+//
+// OpenBLAS's own worker threads spin (sched_yield) for 2^28 cycles, about 0.1 s, after every
+// threaded call before they sleep. XLA's loops and the one-pass inverse run between BLAS calls,
+// on the same two cores, so they ran at half speed beside a spinning thread: 10,000 x 600
+// Tanh inverse 8.6 ms alone, 20-30 ms right after a product. OpenBLAS (0.3.28 and later) can
+// hand its parallel jobs to a callback instead (openblas_set_threads_callback_function); this
+// pool runs them, and the inverse's row blocks, on workers that spin only briefly (long enough
+// to catch LAPACK's bursts of small threaded calls) and then block.
+//
+// OpenBLAS's rules for the callback: all jobs of a call must run at once (its threaded level-3
+// kernels wait on each other's progress flags), and jobs of concurrent calls must not share a
+// job index (its scratch buffers are indexed by it). So each call holds one mutex and hands
+// job i > 0 to worker i - 1, job 0 to the caller.
+
+class WorkerPool {
+ public:
+  using Job = void (*)(void* context, int index);
+
+  // job(context, i) for every i in [0, jobs), concurrently; returns when all are done.
+  void run(int jobs, Job job, void* context) {
+    if (jobs <= 1) {
+      if (jobs == 1) job(context, 0);
+      return;
+    }
+    std::lock_guard<std::mutex> call(call_mutex_);
+    while (static_cast<int>(workers_.size()) < jobs - 1) workers_.push_back(start_worker());
+    remaining_.store(jobs - 1, std::memory_order_relaxed);
+    for (int i = 1; i < jobs; ++i) {
+      Worker* worker = workers_[i - 1];
+      worker->job = job;
+      worker->context = context;
+      worker->index = i;
+      {
+        std::lock_guard<std::mutex> lock(worker->mutex);
+        worker->pending.store(true, std::memory_order_release);
+      }
+      worker->wakeup.notify_one();
+    }
+    job(context, 0);
+    const auto start = std::chrono::steady_clock::now();
+    while (remaining_.load(std::memory_order_acquire) != 0) {
+      if (std::chrono::steady_clock::now() - start < spin_)
+        relax();
+      else
+        sched_yield();
+    }
+  }
+
+  // After fork() only the forking thread exists in the child: forget the workers (their
+  // objects are left behind, never touched again) and start new ones on the next call.
+  void reset_after_fork() {
+    new (&call_mutex_) std::mutex();
+    workers_ = std::vector<Worker*>();
+  }
+
+  std::mutex& call_mutex() { return call_mutex_; }
+  int workers() const { return static_cast<int>(workers_.size()); }
+  void set_spin(std::chrono::nanoseconds spin) { spin_ = spin; }
+
+ private:
+  struct Worker {
+    std::mutex mutex;
+    std::condition_variable wakeup;
+    std::atomic<bool> pending{false};
+    Job job = nullptr;
+    void* context = nullptr;
+    int index = 0;
+  };
+
+  static void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+  Worker* start_worker() {
+    Worker* worker = new Worker();  // never freed: a worker lives as long as the process
+    try {
+      std::thread(&WorkerPool::serve, this, worker).detach();
+    } catch (...) {
+      // Jobs already handed out would wait for this one forever.
+      std::fprintf(stderr, "zorb: cannot start a BLAS worker thread\n");
+      std::abort();
+    }
+    return worker;
+  }
+
+  void serve(Worker* worker) {
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      while (!worker->pending.load(std::memory_order_acquire)) {
+        if (std::chrono::steady_clock::now() - start < spin_) {
+          relax();
+          continue;
+        }
+        std::unique_lock<std::mutex> lock(worker->mutex);
+        worker->wakeup.wait(lock, [worker] { return worker->pending.load(std::memory_order_acquire); });
+      }
+      worker->pending.store(false, std::memory_order_relaxed);
+      worker->job(worker->context, worker->index);
+      remaining_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  std::mutex call_mutex_;
+  std::vector<Worker*> workers_;
+  std::atomic<int> remaining_{0};
+  std::chrono::nanoseconds spin_{std::chrono::microseconds(100)};
+};
+
+WorkerPool& pool() {
+  static WorkerPool* instance = new WorkerPool();  // never destroyed: no thread meets a destructor at exit
+  return *instance;
+}
+
+// OpenBLAS's callback types (cblas.h, 0.3.28 and later).
+using OpenblasJob = void (*)(int thread_num, void* job_data, int job_argument);
+using OpenblasThreads = void (*)(int sync, OpenblasJob job, int jobs, size_t job_size, void* job_data,
+                                 int job_argument);
+using OpenblasSetThreads = void (*)(OpenblasThreads);
+
+struct OpenblasCall {
+  OpenblasJob job;
+  char* data;
+  size_t size;
+  int argument;
+};
+
+void run_openblas_job(void* context, int index) {
+  auto* call = static_cast<OpenblasCall*>(context);
+  call->job(index, call->data + index * call->size, call->argument);
+}
+
+void openblas_threads(int, OpenblasJob job, int jobs, size_t job_size, void* job_data, int job_argument) {
+  OpenblasCall call{job, static_cast<char*>(job_data), job_size, job_argument};
+  pool().run(jobs, run_openblas_job, &call);
+}
+
+OpenblasSetThreads installed_in = nullptr;  // the setter the callback went through, if any
+
+void before_fork() { pool().call_mutex().lock(); }
+void after_fork_parent() { pool().call_mutex().unlock(); }
+void after_fork_child() { pool().reset_after_fork(); }
 
 bool fits_int(int64_t value) { return value >= 0 && value <= std::numeric_limits<int>::max(); }
 
@@ -120,10 +288,168 @@ ffi::Error EigvalshImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> w) 
   return ffi::Error::Success();
 }
 
+
+// ---- The normal equations with the eigenvalue cut, in one call ---------------------------------
+//
+// W (n x k) from G = M^T M (n x n) and B = M^T T (n x k): the eigenvalues of G (one tridiagonal
+// reduction, dsytrd, then dsterf) are the squared singular values of M and decide the cut
+// s > rcond * s_max. Nothing cut: (G + ridge I) W = B by Cholesky. Otherwise the eigenvectors
+// of the kept eigenvalues only, from the same tridiagonal matrix (dstemr; dstedc if it fails),
+// back-transformed by dormtr: W = V_r diag(1 / (lambda + ridge)) V_r^T B. Running jnp's eigh
+// after the eigenvalues reduced G twice and computed every eigenvector.
+//
+// Row-major B and W are the column-major k x n matrices B^T and W^T, so the Cholesky branch
+// solves W^T (G + ridge I) = B^T from the right and the eigen branch forms
+// W^T = (B^T V_r) f V_r^T. spectrum: the n singular values, descending. NaN everywhere when the
+// input is not finite or LAPACK fails.
+
+template <typename T>
+std::vector<T> workspace_from(double query) {
+  return std::vector<T>(static_cast<size_t>(std::max(1.0, query)) + 1);
+}
+
+ffi::Error GramSolveImpl(ffi::Buffer<ffi::F64> gram, ffi::Buffer<ffi::F64> moment, ffi::Buffer<ffi::F64> rcond_buffer,
+                         ffi::Buffer<ffi::F64> ridge_buffer, ffi::ResultBuffer<ffi::F64> w_out,
+                         ffi::ResultBuffer<ffi::F64> spectrum_out) {
+  if (dsytrd == nullptr) return ffi::Error::Internal("zorb blas: LAPACK was not set (zorb.blas not initialised)");
+  auto gd = gram.dimensions();
+  auto md = moment.dimensions();
+  if (gd.size() != 2 || gd[0] != gd[1] || md.size() != 2 || md[0] != gd[0])
+    return ffi::Error::InvalidArgument("zorb gram solve: needs an n x n Gram matrix and an n x k moment");
+  const int64_t n = gd[0], k = md[1];
+  double* w = w_out->typed_data();
+  double* spectrum = spectrum_out->typed_data();
+  if (n == 0) return ffi::Error::Success();
+  if (!fits_int(n * n) || !fits_int(n * k)) return ffi::Error::InvalidArgument("zorb gram solve: too large for LAPACK");
+  const double* g = gram.typed_data();
+  const double* b = moment.typed_data();
+  auto fail = [&] {
+    std::fill(w, w + n * k, std::numeric_limits<double>::quiet_NaN());
+    std::fill(spectrum, spectrum + n, std::numeric_limits<double>::quiet_NaN());
+    return ffi::Error::Success();
+  };
+  if (!std::all_of(g, g + n * n, [](double v) { return std::isfinite(v); }) ||
+      !std::all_of(b, b + n * k, [](double v) { return std::isfinite(v); }))
+    return fail();
+  const double rcond = rcond_buffer.typed_data()[0], ridge = ridge_buffer.typed_data()[0];
+  int size = static_cast<int>(n), cols = static_cast<int>(k), info = 0, query_size = -1;
+  char lower = 'L';
+  double query = 0.0;
+
+  // Tridiagonal reduction: reflectors in `reduced`, diagonal, off-diagonal.
+  std::vector<double> reduced(g, g + n * n), diagonal(n), off(n), tau(n);
+  dsytrd(&lower, &size, reduced.data(), &size, diagonal.data(), off.data(), tau.data(), &query, &query_size, &info);
+  {
+    auto work = workspace_from<double>(query);
+    int work_size = static_cast<int>(work.size());
+    dsytrd(&lower, &size, reduced.data(), &size, diagonal.data(), off.data(), tau.data(), work.data(), &work_size,
+           &info);
+  }
+  if (info != 0) return fail();
+  std::vector<double> eigenvalues(diagonal), scratch(off);
+  dsterf(&size, eigenvalues.data(), scratch.data(), &info);  // ascending
+  if (info != 0) return fail();
+  for (int64_t i = 0; i < n; ++i) spectrum[i] = std::sqrt(std::max(eigenvalues[n - 1 - i], 0.0));
+  int64_t kept = 0;
+  while (kept < n && spectrum[kept] > rcond * spectrum[0]) ++kept;
+
+  if (kept == n) {
+    std::vector<double> factor(g, g + n * n);
+    for (int64_t i = 0; i < n; ++i) factor[i * (n + 1)] += ridge;
+    dpotrf(&lower, &size, factor.data(), &size, &info);
+    if (info == 0) {
+      if (k == 0) return ffi::Error::Success();
+      std::copy(b, b + n * k, w);
+      char right = 'R', trans = 'T', no_trans = 'N', non_unit = 'N';
+      double one = 1.0;
+      dtrsm(&right, &lower, &trans, &non_unit, &cols, &size, &one, factor.data(), &size, w, &cols);
+      dtrsm(&right, &lower, &no_trans, &non_unit, &cols, &size, &one, factor.data(), &size, w, &cols);
+      return ffi::Error::Success();
+    }
+    // G + ridge I was not numerically positive definite: the eigenvectors decide instead.
+  }
+  if (kept == 0 || k == 0) {
+    std::fill(w, w + n * k, 0.0);
+    return ffi::Error::Success();
+  }
+
+  // The kept eigenpairs (the `kept` largest) of the tridiagonal matrix.
+  const int r = static_cast<int>(kept);
+  int rank = r;
+  std::vector<double> vectors(static_cast<size_t>(n) * r), values(n);
+  {
+    std::vector<double> d(diagonal), e(off);
+    std::vector<int> support(2 * static_cast<size_t>(r));
+    char jobz = 'V', range = 'I';
+    double vl = 0.0, vu = 0.0;
+    int first = size - r + 1, last = size, found = 0, columns = r, try_accuracy = 1, iquery = 0, iquery_size = -1;
+    dstemr(&jobz, &range, &size, d.data(), e.data(), &vl, &vu, &first, &last, &found, values.data(), vectors.data(),
+           &size, &columns, support.data(), &try_accuracy, &query, &query_size, &iquery, &iquery_size, &info);
+    if (info == 0) {
+      auto work = workspace_from<double>(query);
+      std::vector<int> iwork(std::max(1, iquery) + 1);
+      int work_size = static_cast<int>(work.size()), iwork_size = static_cast<int>(iwork.size());
+      d = diagonal;
+      e = off;
+      dstemr(&jobz, &range, &size, d.data(), e.data(), &vl, &vu, &first, &last, &found, values.data(),
+             vectors.data(), &size, &columns, support.data(), &try_accuracy, work.data(), &work_size, iwork.data(),
+             &iwork_size, &info);
+    }
+    if (info != 0 || found != r) {  // MRRR failed: all eigenvectors by divide and conquer, keep the last r
+      std::vector<double> all(static_cast<size_t>(n) * n);
+      d = diagonal;
+      e = off;
+      char compz = 'I';
+      int iquery2 = 0;
+      info = 0;
+      dstedc(&compz, &size, d.data(), e.data(), all.data(), &size, &query, &query_size, &iquery2, &query_size, &info);
+      if (info != 0) return fail();
+      auto work = workspace_from<double>(query);
+      std::vector<int> iwork(std::max(1, iquery2) + 1);
+      int work_size = static_cast<int>(work.size()), iwork_size = static_cast<int>(iwork.size());
+      dstedc(&compz, &size, d.data(), e.data(), all.data(), &size, work.data(), &work_size, iwork.data(),
+             &iwork_size, &info);
+      if (info != 0) return fail();
+      std::copy(all.begin() + (n - r) * n, all.end(), vectors.begin());
+      std::copy(d.begin() + (n - r), d.end(), values.begin());
+    }
+  }
+  {
+    char left = 'L', no_trans = 'N';
+    dormtr(&left, &lower, &no_trans, &size, &rank, reduced.data(), &size, tau.data(), vectors.data(),
+           &size, &query, &query_size, &info);
+    auto work = workspace_from<double>(query);
+    int work_size = static_cast<int>(work.size());
+    dormtr(&left, &lower, &no_trans, &size, &rank, reduced.data(), &size, tau.data(), vectors.data(),
+           &size, work.data(), &work_size, &info);
+    if (info != 0) return fail();
+  }
+  // X = B^T V_r (k x r), its columns scaled by 1 / (lambda + ridge), then W^T = X V_r^T.
+  std::vector<double> x(static_cast<size_t>(k) * r);
+  char no_trans = 'N', trans = 'T';
+  double one = 1.0, zero = 0.0;
+  dgemm(&no_trans, &no_trans, &cols, &rank, &size, &one, b, &cols, vectors.data(), &size, &zero, x.data(), &cols);
+  for (int j = 0; j < r; ++j) {
+    const double f = 1.0 / (values[j] + ridge);
+    for (int64_t i = 0; i < k; ++i) x[j * k + i] *= f;
+  }
+  dgemm(&no_trans, &trans, &cols, &size, &rank, &one, x.data(), &cols, vectors.data(), &size, &zero, w, &cols);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ZorbEigvalsh, EigvalshImpl,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F64>>().Ret<ffi::Buffer<ffi::F64>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ZorbGramSolve, GramSolveImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ZorbMatmul, MatmulImpl,
                               ffi::Ffi::Bind()
@@ -277,12 +603,15 @@ ffi::Error SquashInverseImpl(ffi::Buffer<ffi::F64> t, ffi::Buffer<ffi::F64> rang
     squash_rows(p, 0, rows);
     return ffi::Error::Success();
   }
-  std::vector<std::thread> threads;
-  threads.reserve(workers - 1);
-  for (int w = 1; w < workers; ++w)
-    threads.emplace_back(squash_rows, std::cref(p), rows * w / workers, rows * (w + 1) / workers);
-  squash_rows(p, 0, rows / workers);
-  for (auto& thread : threads) thread.join();
+  struct Blocks {
+    const SquashParams* p;
+    int64_t rows;
+    int workers;
+  } blocks{&p, rows, workers};
+  pool().run(workers, [](void* context, int w) {
+    const auto* b = static_cast<const Blocks*>(context);
+    squash_rows(*b->p, b->rows * w / b->workers, b->rows * (w + 1) / b->workers);
+  }, &blocks);
   return ffi::Error::Success();
 }
 
@@ -309,20 +638,65 @@ void* capsule_pointer(PyObject* capsule) {
   return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule));
 }
 
+template <typename F>
+bool take(PyObject* functions, const char* name, F*& target) {
+  PyObject* capsule = PyDict_GetItemString(functions, name);  // borrowed
+  if (capsule == nullptr) {
+    PyErr_Format(PyExc_KeyError, "set_blas: no %s given", name);
+    return false;
+  }
+  void* pointer = capsule_pointer(capsule);
+  if (pointer == nullptr) return false;
+  target = reinterpret_cast<F*>(pointer);
+  return true;
+}
+
 PyObject* set_blas(PyObject*, PyObject* args) {
-  PyObject *gemm_capsule, *syrk_capsule, *syevd_capsule;
-  if (!PyArg_ParseTuple(args, "OOO", &gemm_capsule, &syrk_capsule, &syevd_capsule)) return nullptr;
-  void* gemm = capsule_pointer(gemm_capsule);
-  if (gemm == nullptr) return nullptr;
-  void* syrk = capsule_pointer(syrk_capsule);
-  if (syrk == nullptr) return nullptr;
-  void* syevd = capsule_pointer(syevd_capsule);
-  if (syevd == nullptr) return nullptr;
-  dgemm = reinterpret_cast<Dgemm*>(gemm);
-  dsyrk = reinterpret_cast<Dsyrk*>(syrk);
-  dsyevd = reinterpret_cast<Dsyevd*>(syevd);
+  PyObject* functions;
+  if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &functions)) return nullptr;
+  if (!(take(functions, "dgemm", dgemm) && take(functions, "dsyrk", dsyrk) && take(functions, "dtrsm", dtrsm) &&
+        take(functions, "dsyevd", dsyevd) && take(functions, "dsytrd", dsytrd) && take(functions, "dsterf", dsterf) &&
+        take(functions, "dstemr", dstemr) && take(functions, "dstedc", dstedc) && take(functions, "dormtr", dormtr) &&
+        take(functions, "dpotrf", dpotrf)))
+    return nullptr;
   Py_RETURN_NONE;
 }
+
+// Hands OpenBLAS's parallel jobs to the pool: finds the library that holds dgemm (SciPy's
+// OpenBLAS) and its callback setter, under the names SciPy's builds give it. False when there
+// is none (another BLAS, or an OpenBLAS older than 0.3.28).
+PyObject* share_threads(PyObject*, PyObject*) {
+  if (installed_in != nullptr) Py_RETURN_TRUE;
+  Dl_info info;
+  if (dgemm == nullptr || dladdr(reinterpret_cast<void*>(dgemm), &info) == 0 || info.dli_fname == nullptr)
+    Py_RETURN_FALSE;
+  void* library = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+  if (library == nullptr) Py_RETURN_FALSE;
+  void* setter = nullptr;
+  for (const char* name : {"scipy_openblas_set_threads_callback_function", "openblas_set_threads_callback_function"}) {
+    setter = dlsym(library, name);
+    if (setter != nullptr) break;
+  }
+  if (setter == nullptr) Py_RETURN_FALSE;
+  static bool fork_handlers = pthread_atfork(before_fork, after_fork_parent, after_fork_child) == 0;
+  if (!fork_handlers) Py_RETURN_FALSE;
+  installed_in = reinterpret_cast<OpenblasSetThreads>(setter);
+  installed_in(openblas_threads);
+  Py_RETURN_TRUE;
+}
+
+PyObject* set_pool_spin(PyObject*, PyObject* args) {
+  double microseconds;
+  if (!PyArg_ParseTuple(args, "d", &microseconds)) return nullptr;
+  if (!(microseconds >= 0)) {
+    PyErr_SetString(PyExc_ValueError, "the spin time must be >= 0 microseconds");
+    return nullptr;
+  }
+  pool().set_spin(std::chrono::nanoseconds(static_cast<int64_t>(microseconds * 1000)));
+  Py_RETURN_NONE;
+}
+
+PyObject* pool_workers(PyObject*, PyObject*) { return PyLong_FromLong(pool().workers()); }
 
 PyObject* set_ln2(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "dd", &ln2_hi, &ln2_lo)) return nullptr;
@@ -330,7 +704,8 @@ PyObject* set_ln2(PyObject*, PyObject* args) {
 }
 
 PyObject* handlers(PyObject*, PyObject*) {
-  return Py_BuildValue("{s:N,s:N,s:N,s:N}", "zorb_squash_inverse_f64",
+  return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N}", "zorb_gram_solve_f64",
+                       PyCapsule_New(reinterpret_cast<void*>(ZorbGramSolve), nullptr, nullptr), "zorb_squash_inverse_f64",
                        PyCapsule_New(reinterpret_cast<void*>(ZorbSquashInverse), nullptr, nullptr), "zorb_matmul_f64",
                        PyCapsule_New(reinterpret_cast<void*>(ZorbMatmul), nullptr, nullptr), "zorb_gram_f64",
                        PyCapsule_New(reinterpret_cast<void*>(ZorbGram), nullptr, nullptr), "zorb_eigvalsh_f64",
@@ -339,9 +714,14 @@ PyObject* handlers(PyObject*, PyObject*) {
 
 PyMethodDef methods[] = {
     {"set_blas", set_blas, METH_VARARGS,
-     "set_blas(dgemm, dsyrk, dsyevd): the Fortran BLAS/LAPACK functions (scipy.linalg.cython_blas / "
-     "cython_lapack capsules) to call."},
+     "set_blas({name: capsule}): the Fortran BLAS/LAPACK functions to call (scipy.linalg.cython_blas / "
+     "cython_lapack capsules of dgemm, dsyrk, dtrsm, dsyevd, dsytrd, dsterf, dstemr, dstedc, dormtr, dpotrf)."},
     {"set_ln2", set_ln2, METH_VARARGS, "set_ln2(hi, lo): log 2 split as zorb.special splits it."},
+    {"share_threads", share_threads, METH_NOARGS,
+     "share_threads() -> bool: run the parallel jobs of the OpenBLAS that holds dgemm on zorb's worker pool."},
+    {"set_pool_spin", set_pool_spin, METH_VARARGS,
+     "set_pool_spin(microseconds): how long an idle worker spins before it blocks."},
+    {"pool_workers", pool_workers, METH_NOARGS, "pool_workers() -> int: worker threads started so far."},
     {"handlers", handlers, METH_NOARGS, "handlers() -> {target name: PyCapsule of its XLA FFI handler}."},
     {nullptr, nullptr, 0, nullptr}};
 

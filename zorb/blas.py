@@ -36,17 +36,24 @@ def _load():
     from scipy.linalg import cython_blas, cython_lapack
 
     try:
-        _blas.set_blas(cython_blas.__pyx_capi__["dgemm"], cython_blas.__pyx_capi__["dsyrk"],
-                       cython_lapack.__pyx_capi__["dsyevd"])
+        _blas.set_blas({**{name: cython_blas.__pyx_capi__[name] for name in ("dgemm", "dsyrk", "dtrsm")},
+                        **{name: cython_lapack.__pyx_capi__[name]
+                           for name in ("dsyevd", "dsytrd", "dsterf", "dstemr", "dstedc", "dormtr", "dpotrf")}})
     except TypeError:  # an extension built from an older zorb/_blas.cc: rebuild (make install)
         return False
     from zorb.special import LN2_HI, LN2_LO
 
     _blas.set_ln2(LN2_HI, LN2_LO)
+    global SHARED_POOL
+    if os.environ.get("ZORB_BLAS_POOL", "1").strip().lower() not in ("0", "false", "no", "off"):
+        SHARED_POOL = bool(_blas.share_threads())
     for name, handler in _blas.handlers().items():
         jax.ffi.register_ffi_target(name, handler, platform="cpu")
     return True
 
+
+SHARED_POOL = False
+"""Whether OpenBLAS's parallel jobs run on zorb's worker pool (set by ``_load``)."""
 
 NATIVE = _load()
 """Whether float64 products on the CPU go through BLAS (the extension is built and not turned off)."""
@@ -233,3 +240,24 @@ def squash_inverse(t, output_range, a: float, b: float, *, tanh: bool, shift, re
         return call(t, output_range, shift, a=float(a), b=float(b), tanh=bool(tanh), has_shift=has_shift)
 
     return jax.lax.platform_dependent(t, output_range, shift, cpu=native, default=xla)
+
+
+def gram_solve(gram, moment, rcond, ridge, *, reference):
+    """``(W, spectrum)`` of the normal equations ``gram W = moment`` with the eigenvalue cut (see
+    ``zorb.solvers.solve_from_gram``): on the CPU for float64 in one call of ``zorb/_blas.cc``
+    (one tridiagonal reduction for the eigenvalues and, where something is cut, the kept
+    eigenvectors; Cholesky where nothing is), elsewhere ``reference(gram, moment)``."""
+    rcond, ridge = jnp.asarray(rcond, jnp.float64), jnp.asarray(ridge, jnp.float64)
+    if not (NATIVE and gram.ndim == 2 and moment.ndim == 2 and gram.dtype == jnp.float64
+            and moment.dtype == jnp.float64) or gram.shape[0] == 0:
+        return reference(gram, moment)
+    n, k = moment.shape
+
+    def native(gram, moment, rcond, ridge):
+        call = jax.ffi.ffi_call("zorb_gram_solve_f64", (jax.ShapeDtypeStruct((n, k), jnp.float64),
+                                                        jax.ShapeDtypeStruct((n,), jnp.float64)),
+                                vmap_method="sequential")
+        return tuple(call(gram, moment, rcond, ridge))
+
+    return jax.lax.platform_dependent(gram, moment, rcond, ridge, cpu=native,
+                                      default=lambda gram, moment, rcond, ridge: tuple(reference(gram, moment)))
