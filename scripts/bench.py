@@ -353,8 +353,9 @@ def work_gemm(cfg):
     a, b = rng.random((n, n)), rng.random((n, n))
     flops = 2.0 * n ** 3
 
-    def best(fn, work=flops):
-        fn()
+    def best(fn, work=flops, warmups=1):
+        for _ in range(warmups):
+            fn()
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -370,11 +371,15 @@ def work_gemm(cfg):
     product = jax.jit(blas.matmul)
     zorb_rate = best(lambda: product(ja, jb).block_until_ready())
     # Memory bandwidth: XLA reading and writing a 256 MiB float64 array once (bytes read + written).
+    # Warm-up calls until the heap holds enough freed blocks for the outputs: XLA frees a buffer
+    # a little after its last use, so the first few outputs land on fresh pages, and a page
+    # fault costs several microseconds on a virtual machine (1.1 GB/s measured with one warm-up
+    # call, 25 GB/s from the fourth on).
     big = jnp.ones((2 ** 25,), jnp.float64)
     scale = jax.jit(lambda v: v * 2.0)
-    stream = best(lambda: scale(big).block_until_ready(), work=2 * big.nbytes)
+    stream = best(lambda: scale(big).block_until_ready(), work=2 * big.nbytes, warmups=6)
     return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "zorb_gflops": zorb_rate, "blas": blas.NATIVE,
-            "gemm_native": blas.GEMM_NATIVE, "size": n, "stream_gbs": stream, "cores": blas.openblas_cores(),
+            "gemm_native": blas.GEMM_NATIVE, "shared_pool": blas.SHARED_POOL, "size": n, "stream_gbs": stream, "cores": blas.openblas_cores(),
             "wide_kernels": blas.wide_kernels(blas.openblas_cores().get("scipy")), "avx512": cpu.has_avx512(), "coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
 
 
@@ -603,8 +608,10 @@ class Bench:
               f"-> limit uses {self.gemm_rate:.1f} GFLOP/s;  memory: XLA streams {r['stream_gbs']:.1f} GB/s "
               f"(read + write of a 256 MiB array)")
         cores = r["cores"]
+        pool = "on zorb's worker pool" if r["shared_pool"] else "on its own threads"
         print(f"OpenBLAS kernels: numpy {cores.get('numpy')}, SciPy (jaxlib's LAPACK, zorb.blas) {cores.get('scipy')}; "
-              f"OPENBLAS_CORETYPE={r['coretype_env'] or '(unset)'}; CPU AVX-512: {'yes' if r['avx512'] else 'no'}")
+              f"OPENBLAS_CORETYPE={r['coretype_env'] or '(unset)'}; CPU AVX-512: {'yes' if r['avx512'] else 'no'}; "
+              f"SciPy's OpenBLAS runs its parallel jobs {pool}")
         narrow = r["avx512"] and not r["wide_kernels"]
         if narrow and self.args.openblas_coretype != "auto":
             wide = run_worker({"task": "gemm", "size": size, "repeats": 3}, env_extra={"OPENBLAS_CORETYPE": None})
