@@ -99,9 +99,9 @@ class WorkerPool {
       worker->wakeup.notify_one();
     }
     job(context, 0);
-    const auto start = std::chrono::steady_clock::now();
+    Deadline spinning(spin_);
     while (remaining_.load(std::memory_order_acquire) != 0) {
-      if (std::chrono::steady_clock::now() - start < spin_)
+      if (spinning.running())
         relax();
       else
         sched_yield();
@@ -129,6 +129,22 @@ class WorkerPool {
     int index = 0;
   };
 
+  // Whether `spin` has passed since construction; the clock is read every 64th question only
+  // (a clock read costs about as much as the pause between two questions).
+  class Deadline {
+   public:
+    explicit Deadline(std::chrono::nanoseconds spin) : end_(std::chrono::steady_clock::now() + spin) {}
+    bool running() {
+      if ((++asked_ & 63) == 0) running_ = std::chrono::steady_clock::now() < end_;
+      return running_;
+    }
+
+   private:
+    std::chrono::steady_clock::time_point end_;
+    unsigned asked_ = 0;
+    bool running_ = true;
+  };
+
   static void relax() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -149,9 +165,9 @@ class WorkerPool {
 
   void serve(Worker* worker) {
     for (;;) {
-      const auto start = std::chrono::steady_clock::now();
+      Deadline spinning(spin_);
       while (!worker->pending.load(std::memory_order_acquire)) {
-        if (std::chrono::steady_clock::now() - start < spin_) {
+        if (spinning.running()) {
           relax();
           continue;
         }
