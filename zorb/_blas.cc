@@ -532,16 +532,20 @@ __attribute__((always_inline)) inline double log1p_nonnegative(double u, double 
 
 struct SquashParams {
   const double* t;
-  const double* shift;  // k values or nullptr
+  const double* shift;  // k values (one per column) or N values (one per row), or nullptr
   double* out;
   int64_t cols;
   double lo, a, scale, middle;
-  bool constant, tanh;
+  bool constant, tanh, shift_rows;
 };
 
-template <bool Tanh, bool Constant, bool Shift>
+enum ShiftMode { kNoShift, kColumnShift, kRowShift };
+
+// `shift` points at the k column shifts (kColumnShift) or at this row's one shift (kRowShift).
+template <bool Tanh, bool Constant, ShiftMode Shift>
 __attribute__((always_inline)) inline void squash_row(const double* __restrict t, const double* __restrict shift, double* __restrict out,
                        int64_t cols, double lo, double a, double scale, double middle, double ln2h, double ln2l) {
+  const double row_shift = Shift == kRowShift ? shift[0] : 0.0;
   for (int64_t c = 0; c < cols; ++c) {
     const double z = Constant ? middle : a + (t[c] - lo) * scale;
     double value;
@@ -553,33 +557,35 @@ __attribute__((always_inline)) inline void squash_row(const double* __restrict t
       const double smaller = z < 1 - z ? z : 1 - z;
       value = std::copysign(log1p_nonnegative(std::fabs(d) / smaller, ln2h, ln2l), d);
     }
-    out[c] = Shift ? value - shift[c] : value;
+    out[c] = Shift == kColumnShift ? value - shift[c] : Shift == kRowShift ? value - row_shift : value;
   }
 }
 
-template <bool Tanh, bool Constant, bool Shift>
+template <bool Tanh, bool Constant, ShiftMode Shift>
 __attribute__((always_inline)) inline void squash_block(const SquashParams& p, int64_t row_begin, int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r)
-    squash_row<Tanh, Constant, Shift>(p.t + r * p.cols, p.shift, p.out + r * p.cols, p.cols, p.lo, p.a, p.scale,
-                                      p.middle, ln2_hi, ln2_lo);
+    squash_row<Tanh, Constant, Shift>(p.t + r * p.cols, Shift == kRowShift ? p.shift + r : p.shift,
+                                      p.out + r * p.cols, p.cols, p.lo, p.a, p.scale, p.middle, ln2_hi, ln2_lo);
+}
+
+template <bool Tanh, bool Constant>
+__attribute__((always_inline)) inline void squash_block(const SquashParams& p, int64_t row_begin, int64_t row_end) {
+  if (p.shift == nullptr)
+    squash_block<Tanh, Constant, kNoShift>(p, row_begin, row_end);
+  else if (p.shift_rows)
+    squash_block<Tanh, Constant, kRowShift>(p, row_begin, row_end);
+  else
+    squash_block<Tanh, Constant, kColumnShift>(p, row_begin, row_end);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void squash_rows(const SquashParams& p, int64_t row_begin, int64_t row_end) {
-  const bool shift = p.shift != nullptr;
-  if (p.tanh) {
-    if (p.constant) shift ? squash_block<true, true, true>(p, row_begin, row_end)
-                          : squash_block<true, true, false>(p, row_begin, row_end);
-    else shift ? squash_block<true, false, true>(p, row_begin, row_end)
-               : squash_block<true, false, false>(p, row_begin, row_end);
-  } else {
-    if (p.constant) shift ? squash_block<false, true, true>(p, row_begin, row_end)
-                          : squash_block<false, true, false>(p, row_begin, row_end);
-    else shift ? squash_block<false, false, true>(p, row_begin, row_end)
-               : squash_block<false, false, false>(p, row_begin, row_end);
-  }
+  if (p.tanh)
+    p.constant ? squash_block<true, true>(p, row_begin, row_end) : squash_block<true, false>(p, row_begin, row_end);
+  else
+    p.constant ? squash_block<false, true>(p, row_begin, row_end) : squash_block<false, false>(p, row_begin, row_end);
 }
 
 int worker_count(int64_t elements) {
@@ -590,19 +596,21 @@ int worker_count(int64_t elements) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({cores, by_size, 16})));
 }
 
-// t (N x k), range = [lo, hi], shift (k; ignored unless has_shift); attrs: the margins a < b of
-// the function's range and which function.
+// t (N x k), range = [lo, hi], shift (k, or N with shift_rows; ignored unless has_shift); attrs:
+// the margins a < b of the function's range and which function.
 ffi::Error SquashInverseImpl(ffi::Buffer<ffi::F64> t, ffi::Buffer<ffi::F64> range, ffi::Buffer<ffi::F64> shift,
-                             ffi::ResultBuffer<ffi::F64> out, double a, double b, bool tanh, bool has_shift) {
+                             ffi::ResultBuffer<ffi::F64> out, double a, double b, bool tanh, bool has_shift,
+                             bool shift_rows) {
   auto td = t.dimensions();
   if (td.size() != 2) return ffi::Error::InvalidArgument("zorb squash inverse: needs a 2-D target");
   if (range.element_count() != 2) return ffi::Error::InvalidArgument("zorb squash inverse: range needs 2 values");
-  if (has_shift && static_cast<int64_t>(shift.element_count()) != td[1])
-    return ffi::Error::InvalidArgument("zorb squash inverse: shift needs one value per column");
+  if (has_shift && static_cast<int64_t>(shift.element_count()) != td[shift_rows ? 0 : 1])
+    return ffi::Error::InvalidArgument("zorb squash inverse: shift needs one value per column (per row with shift_rows)");
   const double lo = range.typed_data()[0], hi = range.typed_data()[1];
   SquashParams p;
   p.t = t.typed_data();
   p.shift = has_shift ? shift.typed_data() : nullptr;
+  p.shift_rows = shift_rows;
   p.out = out->typed_data();
   p.cols = td[1];
   const double span = hi - lo;
@@ -642,7 +650,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ZorbSquashInverse, SquashInverseImpl,
                                   .Attr<double>("a")
                                   .Attr<double>("b")
                                   .Attr<bool>("tanh")
-                                  .Attr<bool>("has_shift"));
+                                  .Attr<bool>("has_shift")
+                                  .Attr<bool>("shift_rows"));
 
 namespace {
 

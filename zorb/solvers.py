@@ -6,6 +6,7 @@ Every solver takes the layer input ``A`` (rows x d) and the target ``T`` (rows x
 
 and returns ``(W, spectrum)``: ``W`` has shape ``(d + 1) x k`` (``d x k`` without bias, the
 bias row last) and ``spectrum`` holds the singular values of the design matrix ``[A, 1]``,
+(with ``samples_last=True`` they take ``A^T`` (d x rows) and ``T^T`` (k x rows) instead),
 descending, ``min(rows, d + 1)`` of them. Singular values ``<= rcond * s_max`` are cut, as
 numpy's ``pinv`` does; the kept ones are applied through the filter ``s / (s^2 + ridge)``
 (``1 / s`` without ridge). The ridge therefore acts on every row of ``W``, bias included.
@@ -60,7 +61,9 @@ def _solve_from_svd(u, s, vt, rhs, rcond, ridge):
     return matmul(vt, f[:, None] * matmul(u, rhs, transpose_a=True), transpose_a=True)
 
 
-def lstsq_svd(a, t, *, rcond, ridge, bias: bool = True):
+def lstsq_svd(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = False):
+    if samples_last:  # the factorisation dominates: a transposed copy costs little
+        a, t = a.T, t.T
     m = design_matrix(a, bias)
     u, s, vt = jnp.linalg.svd(m, full_matrices=False)
     return _solve_from_svd(u, s, vt, t, rcond, ridge), s
@@ -97,7 +100,9 @@ def _dual_solve(a, u, s, t, rcond, ridge, bias: bool):
     return jnp.concatenate([out, jnp.sum(x, axis=0, keepdims=True)], axis=0) if bias else out
 
 
-def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True):
+def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = False):
+    if samples_last:
+        a, t = a.T, t.T
     m = design_matrix(a, bias)
     rows, cols = m.shape
     if rows >= cols:
@@ -109,17 +114,22 @@ def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True):
     return _dual_solve(a, u, s, t, rcond, ridge, bias), s
 
 
-def gram_moments(a, t, previous=None, *, bias: bool = False):
+def gram_moments(a, t, previous=None, *, bias: bool = False, samples_last: bool = False):
     """``(M^T M, M^T T)`` for ``M = [A, 1]`` (``A`` itself without bias), added to ``previous``
     moments: the normal equations, chunk by chunk. The bias column's blocks are column sums,
-    so the ``rows x (d + 1)`` copy ``[A, 1]`` is never made."""
-    gram, moment = gram_matrix(a), matmul(a, t, transpose_a=True)
+    so the ``rows x (d + 1)`` copy ``[A, 1]`` is never made. With ``samples_last``, ``a`` and
+    ``t`` are ``A^T`` and ``T^T``."""
+    if samples_last:
+        gram, moment = gram_matrix(a, rows=True), matmul(a, t, transpose_b=True)
+    else:
+        gram, moment = gram_matrix(a), matmul(a, t, transpose_a=True)
     if bias:
-        sums = jnp.sum(a, axis=0)
-        corner = jnp.full((1, 1), a.shape[0], a.dtype)
+        sample_axis = 1 if samples_last else 0
+        sums = jnp.sum(a, axis=sample_axis)
+        corner = jnp.full((1, 1), a.shape[sample_axis], a.dtype)
         gram = jnp.concatenate([jnp.concatenate([gram, sums[:, None]], axis=1),
                                 jnp.concatenate([sums[None, :], corner], axis=1)], axis=0)
-        moment = jnp.concatenate([moment, jnp.sum(t, axis=0, keepdims=True)], axis=0)
+        moment = jnp.concatenate([moment, jnp.sum(t, axis=sample_axis)[None, :]], axis=0)
     if previous is not None:
         gram, moment = previous[0] + gram, previous[1] + moment
     return gram, moment
@@ -163,10 +173,12 @@ def _solve_from_gram_xla(gram, moment, rcond, ridge):
     return jax.lax.cond(s[-1] > rcond * s[0], by_cholesky, by_eigenvectors, gram, moment)
 
 
-def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True):
-    rows, cols = a.shape[0], a.shape[1] + bool(bias)
+def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = False):
+    rows, cols = (a.shape[1], a.shape[0] + bool(bias)) if samples_last else (a.shape[0], a.shape[1] + bool(bias))
     if rows >= cols:
-        return solve_from_gram(*gram_moments(a, t, bias=bias), rows, rcond, ridge)
+        return solve_from_gram(*gram_moments(a, t, bias=bias, samples_last=samples_last), rows, rcond, ridge)
+    if samples_last:
+        a, t = a.T, t.T
     # Wide: eigendecompose M M^T = [A,1][A,1]^T = A A^T + 1 1^T (rows x rows) = U S^2 U^T;
     # the solution is M^T U (f(S)/S) U^T T.
     kernel = gram_matrix(a, rows=True)

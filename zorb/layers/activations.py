@@ -31,6 +31,7 @@ class SquashingLayer(Layer):
 
     low: ClassVar[float]
     high: ClassVar[float]
+    samples_last_ok: ClassVar[bool] = True
 
     @classmethod
     def build(cls, in_shape: Shape, key, dtype, *, eps=DEFAULT_EPS):
@@ -39,7 +40,7 @@ class SquashingLayer(Layer):
     def _margins(self):
         return self.low + self.eps, self.high - self.eps
 
-    def forward(self, h):
+    def forward(self, h, samples_last=False):
         y = self.function(h)
         if self.output_range is None:
             return y
@@ -47,18 +48,18 @@ class SquashingLayer(Layer):
         lo, hi = self.output_range[0], self.output_range[1]
         return lo + (hi - lo) * (y - a) / (b - a)
 
-    def inverse(self, t, aux, key, first_row=0, shift=None):
+    def inverse(self, t, aux, key, first_row=0, shift=None, samples_last=False):
         fitted = self.with_range(jnp.min(t), jnp.max(t))
-        return fitted.inverse_in_range(t, shift), fitted
+        return fitted.inverse_in_range(t, shift, samples_last), fitted
 
     def with_range(self, lo, hi):
         """This layer with output range ``[lo, hi]`` (the global extremes of its target)."""
         return dataclasses.replace(self, output_range=jnp.stack([lo, hi]))
 
-    def inverse_in_range(self, t, shift=None):
+    def inverse_in_range(self, t, shift=None, samples_last=False):
         """The inverse with the stored output range: what a chunk of rows gets in a streamed
         fit, where the range comes from a pass over all rows first. ``shift`` (one value per
-        column, e.g. the bias of the dense layer below) is subtracted from the result in the
+        feature, e.g. the bias of the dense layer below) is subtracted from the result in the
         same pass (``zorb.blas.squash_inverse``)."""
         if t.ndim < 2 or (shift is not None and t.ndim != 2):
             out = self._inverse_in_range(t)
@@ -66,7 +67,7 @@ class SquashingLayer(Layer):
         a, b = self._margins()
         rows = t.reshape(t.shape[0], -1)  # an image target as rows: no copy
         return squash_inverse(rows, self.output_range, a, b, tanh=self.kind == "tanh", shift=shift,
-                              reference=self._inverse_in_range).reshape(t.shape)
+                              reference=self._inverse_in_range, shift_rows=samples_last).reshape(t.shape)
 
     def _inverse_in_range(self, t):
         a, b = self._margins()
@@ -147,6 +148,7 @@ class ReLU(Layer):
     inverse_mode: str = "random"
 
     kind: ClassVar[str] = "relu"
+    samples_last_ok: ClassVar[bool] = True
 
     @classmethod
     def build(cls, in_shape: Shape, key, dtype, *, inverse="random"):
@@ -154,15 +156,18 @@ class ReLU(Layer):
             raise ConfigError(f"relu inverse must be one of {', '.join(RELU_INVERSES)}, got {inverse!r}")
         return cls(in_shape=in_shape, inverse_mode=inverse)
 
-    def forward(self, h):
+    def forward(self, h, samples_last=False):
         return jnp.maximum(h, 0)
 
-    def inverse(self, t, aux, key, first_row=0):
+    def inverse(self, t, aux, key, first_row=0, samples_last=False):
         if self.inverse_mode == "keep":
             return t, self
         if self.inverse_mode == "clip":
             return jnp.maximum(t, 0), self
-        return jnp.where(t < 0, -row_uniform(key, first_row, t.shape, t.dtype), t), self
+        # the same draw for every sample whichever way the samples lie
+        draws = row_uniform(key, first_row, t.shape[::-1], t.dtype).T if samples_last else row_uniform(
+            key, first_row, t.shape, t.dtype)
+        return jnp.where(t < 0, -draws, t), self
 
     def spec(self):
         return {"type": self.kind, "inverse": self.inverse_mode}
@@ -183,29 +188,32 @@ class Softmax(Layer):
 
     kind: ClassVar[str] = "softmax"
     needs_observation: ClassVar[bool] = True
+    samples_last_ok: ClassVar[bool] = True
     per_sample: ClassVar[tuple[str, ...]] = ("max_logit", "normalizer")
 
     @classmethod
     def build(cls, in_shape: Shape, key, dtype, *, eps=DEFAULT_EPS):
         return cls(in_shape=in_shape, eps=margin("softmax", eps))
 
-    def _terms(self, h):
-        m = jnp.max(h, axis=-1, keepdims=True)
+    def _terms(self, h, axis):
+        m = jnp.max(h, axis=axis, keepdims=True)
         e = jnp.exp(h - m) - self.eps
-        return e, m, jnp.sum(e, axis=-1, keepdims=True)
+        return e, m, jnp.sum(e, axis=axis, keepdims=True)
 
-    def forward(self, h):
-        e, _, s = self._terms(h)
+    def forward(self, h, samples_last=False):
+        e, _, s = self._terms(h, 0 if samples_last else -1)
         return e / s
 
-    def observe(self, h):
-        e, m, s = self._terms(h)
-        return e / s, dataclasses.replace(self, max_logit=m[..., 0], normalizer=s[..., 0])
+    def observe(self, h, samples_last=False):
+        axis = 0 if samples_last else -1
+        e, m, s = self._terms(h, axis)
+        return e / s, dataclasses.replace(self, max_logit=jnp.squeeze(m, axis), normalizer=jnp.squeeze(s, axis))
 
-    def inverse(self, t, aux, key, first_row=0):
+    def inverse(self, t, aux, key, first_row=0, samples_last=False):
         if self.normalizer is None:
             raise ConfigError("softmax inverse needs the normalisers of a forward pass over the training data")
-        s, m = self.normalizer[..., None], self.max_logit[..., None]
+        axis = 0 if samples_last else -1
+        s, m = jnp.expand_dims(self.normalizer, axis), jnp.expand_dims(self.max_logit, axis)
         return jnp.log(t * s + self.eps) + m, self
 
     def spec(self):

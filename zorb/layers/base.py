@@ -14,6 +14,10 @@ Every layer offers:
   ``prepare_inverse`` computed once for a parametric layer (its pseudoinverse); ``key`` and
   ``first_row`` (the global index of ``t``'s first sample) feed ReLU's random inverse.
 - ``spec()`` and ``arrays()``: what ``zorb.io`` saves.
+
+Layers with ``samples_last_ok`` also take ``samples_last=True`` in ``forward``, ``observe`` and
+``inverse``: arrays then hold one sample per column, ``(features, N)``, the transposed layout
+in which the fit's products run faster through BLAS (``zorb.fit``). The results are the same.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class Layer:
     needs_observation: ClassVar[bool] = False
     per_sample: ClassVar[tuple[str, ...]] = ()
     """State fields holding one value per training sample (sliced with the rows)."""
+    samples_last_ok: ClassVar[bool] = False
+    """Whether the methods also take arrays of shape (features, N) (``samples_last=True``)."""
 
     in_shape: Shape
 
@@ -56,8 +62,8 @@ class Layer:
     def out_shape(self) -> Shape:
         return self.in_shape
 
-    def observe(self, x):
-        return self.forward(x), self
+    def observe(self, x, **layout):
+        return self.forward(x, **layout), self
 
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind}

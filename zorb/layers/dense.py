@@ -35,8 +35,12 @@ class ParametricLayer(Layer):
         """``W'``: the weight rows without the bias row."""
         return self.weights[:-1] if self.bias else self.weights
 
-    def apply_rows(self, rows):
-        """``[rows, 1] @ W`` for a 2-D ``rows``."""
+    def apply_rows(self, rows, samples_last=False):
+        """``[rows, 1] @ W`` for a 2-D ``rows``; with ``samples_last`` its transpose
+        ``W'^T @ rows + b`` for rows of shape (d_in, N)."""
+        if samples_last:
+            out = matmul(self.kernel, rows, transpose_a=True)
+            return out + self.weights[-1][:, None] if self.bias else out
         if self.bias:
             return matmul(rows, self.weights[:-1]) + self.weights[-1]
         return matmul(rows, self.weights)
@@ -45,9 +49,14 @@ class ParametricLayer(Layer):
         """What the backward pass needs, computed once: ``pinv(W', rcond)``."""
         return pseudoinverse(self.kernel, rcond)
 
-    def invert_rows(self, t_rows, pinv, shifted: bool = False):
+    def invert_rows(self, t_rows, pinv, shifted: bool = False, samples_last: bool = False):
         """``(T - b) @ pinv(W')`` for a 2-D ``t_rows`` (``T @ pinv(W')`` when ``shifted``: the bias
-        already subtracted, by the Sigmoid/Tanh inverse above)."""
+        already subtracted, by the Sigmoid/Tanh inverse above); with ``samples_last`` its
+        transpose, for ``t_rows`` of shape (d_out, N)."""
+        if samples_last:
+            if self.bias and not shifted:
+                t_rows = t_rows - self.weights[-1][:, None]
+            return matmul(pinv, t_rows, transpose_a=True)
         if self.bias and not shifted:
             t_rows = t_rows - self.weights[-1]
         return matmul(t_rows, pinv)
@@ -67,6 +76,7 @@ class Dense(ParametricLayer):
     weights: Any = None
 
     kind: ClassVar[str] = "dense"
+    samples_last_ok: ClassVar[bool] = True
 
     @classmethod
     def build(cls, in_shape: Shape, key, dtype, *, units, bias=True):
@@ -83,8 +93,8 @@ class Dense(ParametricLayer):
     def out_shape(self) -> Shape:
         return (self.units,)
 
-    def forward(self, x):
-        return self.apply_rows(x)
+    def forward(self, x, samples_last=False):
+        return self.apply_rows(x, samples_last)
 
     def design(self, x):
         """Rows of the least-squares problem: the layer input itself, (N, d_in)."""
@@ -93,8 +103,8 @@ class Dense(ParametricLayer):
     def target_rows(self, t):
         return t
 
-    def inverse(self, t, aux, key, first_row=0):
-        return self.invert_rows(t, aux), self
+    def inverse(self, t, aux, key, first_row=0, samples_last=False):
+        return self.invert_rows(t, aux, samples_last=samples_last), self
 
     def spec(self):
         return {"type": self.kind, "units": self.units, "bias": self.bias}

@@ -36,13 +36,14 @@ class Identity(Layer):
     in_shape: Shape
 
     kind: ClassVar[str] = "identity"
+    samples_last_ok: ClassVar[bool] = True
 
     @classmethod
     def build(cls, in_shape: Shape, key, dtype):
         return cls(in_shape=in_shape)
 
-    def forward(self, x):
+    def forward(self, x, samples_last=False):
         return x
 
-    def inverse(self, t, aux, key, first_row=0):
+    def inverse(self, t, aux, key, first_row=0, samples_last=False):
         return t, self
