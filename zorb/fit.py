@@ -28,7 +28,7 @@ from zorb.errors import ConfigError, FitError
 from zorb.network import Network
 from zorb.layers.activations import SquashingLayer
 from zorb.layers.dense import Dense
-from zorb.solvers import (DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, gram_moments, qr_triangle,
+from zorb.solvers import (DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, qr_triangle,
                           solve_from_gram, solve_from_triangle, spectrum_summary)
 from zorb.timing import timed, timed_each
 
@@ -158,20 +158,24 @@ def _targets(layers, auxes, y, key, first_row, *, offset, fixed_ranges, samples_
     return t, tuple(new), jnp.all(jnp.isfinite(t))
 
 
-@partial(jax.jit, static_argnames=("solver", "samples_last"))
-def _solve(layer, a, t, rcond, ridge, *, solver, samples_last=False):
-    w, spectrum = SOLVERS[solver].solve(layer.design(a), layer.target_rows(t), rcond=rcond, ridge=ridge,
-                                        bias=layer.bias, samples_last=samples_last)
+@partial(jax.jit, static_argnames=("solver", "samples_last", "rows"))
+def _solve(layer, a, t, rcond, ridge, *, solver, rows, samples_last=False):
+    if solver == "gram" and rows >= layer.weights.shape[0]:
+        # the layer forms its own normal equations (a conv layer without its patch matrix)
+        w, spectrum = solve_from_gram(*layer.normal_equations(a, t, **_layout(samples_last)), rows, rcond, ridge)
+    else:
+        w, spectrum = SOLVERS[solver].solve(layer.design(a), layer.target_rows(t), rcond=rcond, ridge=ridge,
+                                            bias=layer.bias, samples_last=samples_last)
     return w, spectrum, jnp.all(jnp.isfinite(w))
 
 
 @partial(jax.jit, static_argnames=("solver",))
 def _accumulate(layer, a, t, previous, *, solver):
     """Add a chunk of rows to the running QR triangle or normal-equation moments."""
-    design, rows = layer.design(a), layer.target_rows(t)
     if solver == "qr":
-        return qr_triangle(design_matrix(design, layer.bias), rows, previous)
-    return gram_moments(design, rows, previous, bias=layer.bias)
+        return qr_triangle(design_matrix(layer.design(a), layer.bias), layer.target_rows(t), previous)
+    gram, moment = layer.normal_equations(a, t)
+    return (gram, moment) if previous is None else (previous[0] + gram, previous[1] + moment)
 
 
 @partial(jax.jit, static_argnames=("solver",))
@@ -379,7 +383,8 @@ def _fit_in_memory(network, a, y, options, seed, callback):
             offset=i + 1, fixed_ranges=False, samples_last=samples_last)
         scalar = partial(jnp.asarray, dtype=dtype)
         w, spectrum, w_finite = clock.run("solve", _solve, layer, a, t, scalar(opts.u_rcond), scalar(opts.ridge),
-                                          solver=opts.solver, samples_last=samples_last)
+                                          solver=opts.solver, rows=_design_rows(layer, samples),
+                                          samples_last=samples_last)
         del t
         layers[i] = layer.with_weights(w)
         if i < last:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from zorb.errors import ConfigError
 from zorb.blas import matmul
 from zorb.layers.base import Layer, Shape, boolean, layer_class, positive_int, shape_text
-from zorb.solvers import pseudoinverse
+from zorb.solvers import gram_moments, pseudoinverse
 
 
 def glorot_uniform(key, rows: int, fan_in: int, fan_out: int, units: int, dtype):
@@ -44,6 +44,11 @@ class ParametricLayer(Layer):
         if self.bias:
             return matmul(rows, self.weights[:-1]) + self.weights[-1]
         return matmul(rows, self.weights)
+
+    def normal_equations(self, x, t, samples_last=False):
+        """``([D, 1]^T [D, 1], [D, 1]^T T)`` for the design rows ``D`` of input ``x`` and the target
+        rows of ``t`` (``D`` itself without bias): the ``gram`` solver's moments."""
+        return gram_moments(self.design(x), self.target_rows(t), bias=self.bias, samples_last=samples_last)
 
     def prepare_inverse(self, rcond):
         """What the backward pass needs, computed once: ``pinv(W', rcond)``."""
