@@ -26,9 +26,20 @@ best of three warm runs of each jitted function:
   ``jnp.linalg.eigvalsh`` and by ``zorb.blas.eigvalsh``; a 1000 x 900 pseudoinverse by SVD, by
   the Gram matrix's eigenvectors and by its eigenvalues + Cholesky;
 - the whole gram fit of mnist_6 with the products through BLAS and through XLA, alternated
-  in one process (two fits each, the first compiling).
+  in one process (two fits each, the first compiling);
+- a Tanh inverse of 10,000 x 600 entries alone and right after a 10,000 x 1,000 x 1,000
+  product: run the script once more with ``ZORB_BLAS_POOL=0`` (OpenBLAS's own spinning
+  threads) to see what zorb's worker pool saves;
+- the gram solve's last step in one FFI call (``zorb.blas.gram_solve``) against its JAX code
+  (eigenvalues, then Cholesky or ``jnp``'s eigendecomposition), nothing cut and rank 367 of 1,001;
+- the whole gram fit of mnist_6 and mnist_11 on transposed arrays (``zorb.fit``'s samples-last
+  layout) against the row layout, alternated in one process;
+- conv1's shapes (1,280 32x32x3 images, 32 3x3 filters): the forward by ``zorb.blas.conv2d``
+  against XLA's convolution, and the gram solve's moments without the patch matrix
+  (``zorb.blas.conv_moments``) against the patch matrix and BLAS.
 """
 
+import importlib
 import time
 
 import jax
@@ -102,6 +113,10 @@ def main():
     print_blas_and_inverses(rng)
     print_gram_solve(rng)
     print_fit_with_and_without_blas(rng, weights)
+    print_inverse_after_a_product(rng)
+    print_one_call_gram_solve(rng)
+    print_fit_in_both_layouts(rng)
+    print_conv(rng)
 
 
 def print_blas_and_inverses(rng):
@@ -195,6 +210,79 @@ def print_fit_with_and_without_blas(rng, weights):
     blas.NATIVE = True
     print("mnist_6 gram fit (warm, s, two rounds): products through BLAS",
           [f"{s:.2f}" for s in seconds[True]], "through XLA", [f"{s:.2f}" for s in seconds[False]])
+
+
+
+def print_inverse_after_a_product(rng):
+    a, w = jnp.asarray(rng.random((ROWS, 1000))), jnp.asarray(rng.random((1000, 1000)))
+    t = jnp.asarray(rng.uniform(-0.9, 0.9, (ROWS, 600)))
+    layer = Tanh.build((600,), None, jnp.float64).with_range(jnp.asarray(-0.9), jnp.asarray(0.9))
+    product, inverse = jax.jit(blas.matmul), jax.jit(layer.inverse_in_range)
+
+    def after():
+        product(a, w).block_until_ready()
+        start = time.perf_counter()
+        inverse(t).block_until_ready()
+        return time.perf_counter() - start
+
+    after()
+    print(f"Tanh inverse of 10,000 x 600 entries (OpenBLAS's jobs on "
+          f"{'zorb' if blas.SHARED_POOL else 'its own'} threads): alone {best(lambda: inverse(t)) * 1e3:.1f} ms, "
+          f"right after a 10,000 x 1,000 x 1,000 product {min(after() for _ in range(3)) * 1e3:.1f} ms")
+
+
+def print_one_call_gram_solve(rng):
+    from zorb.solvers import _solve_from_gram_xla
+
+    rcond, ridge = jnp.asarray(1e-7), jnp.asarray(0.0)
+    for rank in (1001, 367):
+        m = rng.standard_normal((3000, rank)) @ rng.standard_normal((rank, 1001)) / 30
+        gram, moment = jnp.asarray(m.T @ m), jnp.asarray(m.T @ rng.standard_normal((3000, 800)))
+        xla = jax.jit(lambda g, b: _solve_from_gram_xla(g, b, rcond, ridge))
+        one = jax.jit(lambda g, b: blas.gram_solve(g, b, rcond, ridge,
+                                                   reference=lambda g, b: _solve_from_gram_xla(g, b, rcond, ridge)))
+        print(f"gram solve of 1,001^2 normal equations, rank {rank}, 800 targets: its JAX code "
+              f"{best(lambda: xla(gram, moment)) * 1e3:.1f} ms, one FFI call {best(lambda: one(gram, moment)) * 1e3:.1f} ms")
+
+
+def print_fit_in_both_layouts(rng):
+    fit_module = importlib.import_module("zorb.fit")
+    threshold = fit_module.SAMPLES_LAST_MIN_ROWS
+    x = rng.random((ROWS, SIZES[0]))
+    y = np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], ROWS)]
+    for name, hidden in (("mnist_6", SIZES[1:-1]), ("mnist_11", (1000, 900, 800, 700, 600, 500, 400, 300, 200, 100))):
+        specs = [spec for units in hidden for spec in ({"type": "dense", "units": units}, {"type": "tanh"})]
+        net = zorb.build_network(specs + [{"type": "dense", "units": 10}, {"type": "softmax"}], (SIZES[0],),
+                                 output_dim=10, seed=0)
+        seconds = {"samples last": [], "rows": []}
+        for _ in range(2):
+            for layout, rows in (("samples last", threshold), ("rows", ROWS + 1)):
+                fit_module.SAMPLES_LAST_MIN_ROWS = rows
+                zorb.fit(net, x, y, solver="gram", rcond=1e-7)
+                seconds[layout].append(zorb.fit(net, x, y, solver="gram", rcond=1e-7)[1].fit_seconds)
+        fit_module.SAMPLES_LAST_MIN_ROWS = threshold
+        print(f"{name} gram fit (warm, s, two rounds): " +
+              ", ".join(f"{layout} {[f'{s:.2f}' for s in values]}" for layout, values in seconds.items()))
+
+
+def print_conv(rng):
+    from zorb.layers.conv2d import extract_patches
+    from zorb.solvers import gram_moments
+
+    x = jnp.asarray(rng.random((1280, 32, 32, 3)))
+    kernel, bias = jnp.asarray(rng.standard_normal((3, 3, 3, 32))), jnp.asarray(rng.standard_normal(32))
+    t = jnp.asarray(rng.standard_normal((1280, 30, 30, 32)))
+    ours, xla = jax.jit(lambda x: blas.conv2d(x, kernel, 1, bias)), jax.jit(lambda x: blas._xla_conv2d(x, kernel, bias, 1))
+
+    def patch_moments(x, t):
+        patches = extract_patches(x, 3, 1)
+        return gram_moments(patches.reshape(-1, 27), t.reshape(-1, 32), bias=True)
+
+    fused = jax.jit(lambda x, t: blas.conv_moments(x, t, 3, 1, reference=patch_moments))
+    print(f"conv1 forward (1,280 32x32x3 images, 32 3x3 filters): XLA {best(lambda: xla(x)) * 1e3:.1f} ms, "
+          f"zorb.blas.conv2d {best(lambda: ours(x)) * 1e3:.1f} ms; its gram solve's moments: patch matrix + BLAS "
+          f"{best(lambda: jax.jit(patch_moments)(x, t)) * 1e3:.1f} ms, without the patch matrix "
+          f"{best(lambda: fused(x, t)) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":
