@@ -269,10 +269,11 @@ print(parent_workers, os.read(read, 100).decode())
     assert float(error) < 1e-9
 
 
-@pytest.mark.parametrize("rank,ridge", [(60, 0.0), (60, 0.5), (23, 0.0), (23, 2.0), (0, 0.0)])
+@pytest.mark.parametrize("rank,ridge", [(60, 0.0), (60, 0.5), (23, 0.0), (23, 2.0), (4, 0.0), (4, 1.0), (0, 0.0)])
 def test_gram_solve_kernel_equals_its_jax_code_and_numpy(rank, ridge, rng):
     """Both branches of the one-call normal-equation solve: nothing cut (rank 60 of 60:
-    Cholesky) and a cut (rank 23: the kept eigenvectors only), with and without ridge, and an
+    Cholesky) and a cut (rank 23: every eigenpair by MRRR, the kept ones back-transformed;
+    rank 4, under a tenth: only the kept pairs, by bisection), with and without ridge, and an
     all-zero design (everything cut). Checked against the JAX code it replaces and against
     numpy's SVD of the design matrix."""
     from zorb.solvers import _solve_from_gram_xla
