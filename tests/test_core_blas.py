@@ -236,6 +236,47 @@ def test_openblas_runs_its_jobs_on_zorbs_pool_with_the_same_results():
     assert float(error) < 1e-12
 
 
+SPLIT_GRAM_CHECK = """
+import threading
+import numpy as np, jax, zorb
+from threadpoolctl import threadpool_info
+from zorb import blas, _blas
+def openblas_threads():
+    return sorted(i["num_threads"] for i in threadpool_info() if i.get("internal_api") == "openblas")
+rng = np.random.default_rng(0)
+a = rng.normal(size=(3001, 150))
+before = openblas_threads()
+worst = 0.0
+for rows, x in ((False, a), (True, a.T.copy())):
+    got = np.asarray(jax.jit(lambda x: blas.gram(x, rows=rows))(x))
+    want = x @ x.T if rows else x.T @ x
+    assert np.array_equal(got, got.T)
+    worst = max(worst, float(np.abs(got - want).max() / np.abs(want).max()))
+results = [None] * 3
+gram = jax.jit(lambda x: blas.gram(x))
+def one(i):
+    want = (i + 1) ** 2 * (a.T @ a)
+    results[i] = float(np.abs(np.asarray(gram(a * (i + 1))) - want).max() / np.abs(want).max())
+threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(_blas.gram_parts(150, 3001), _blas.gram_parts(150, 1000), openblas_threads() == before, max(worst, *results))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the split needs two cores")
+def test_gram_is_split_into_one_thread_parts_that_sum_to_numpys():
+    """With zorb's pool and two cores, a Gram matrix over a long inner dimension is one
+    one-thread dsyrk per core on its share of the rows, summed: numpy's result to rounding,
+    exactly symmetric, also from three threads at once, and OpenBLAS's thread count as it
+    was; short inner dimensions, and ZORB_SPLIT_GRAM=0, keep OpenBLAS's threaded call."""
+    parts, short, threads_kept, error = run_python(SPLIT_GRAM_CHECK)
+    assert int(parts) >= 2 and short == "1" and threads_kept == "True"
+    assert float(error) < 1e-13
+    parts, short, threads_kept, error = run_python(SPLIT_GRAM_CHECK, ZORB_SPLIT_GRAM="0")
+    assert parts == "1" and threads_kept == "True" and float(error) < 1e-13
+
+
 def test_zorb_blas_pool_0_leaves_openblas_its_own_threads():
     shared, workers, error = run_python(POOL_CHECK, ZORB_BLAS_POOL="0")
     assert (shared, workers) == ("False", "0")

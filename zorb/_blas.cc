@@ -215,6 +215,10 @@ void openblas_threads(int, OpenblasJob job, int jobs, size_t job_size, void* job
 }
 
 OpenblasSetThreads installed_in = nullptr;  // the setter the callback went through, if any
+using OpenblasSetCount = void (*)(int);
+using OpenblasGetCount = int (*)();
+OpenblasSetCount set_thread_count = nullptr;  // OpenBLAS's openblas_set/get_num_threads, where found
+OpenblasGetCount get_thread_count = nullptr;
 
 void before_fork() { pool().call_mutex().lock(); }
 void after_fork_parent() { pool().call_mutex().unlock(); }
@@ -250,6 +254,23 @@ ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::Res
   return ffi::Error::Success();
 }
 
+// How many one-thread dsyrk calls the Gram matrix of an n x n result over an inner dimension k
+// is split into (1: OpenBLAS's own threaded call). Only with zorb's pool running OpenBLAS's jobs
+// (so nothing else spins), OpenBLAS set to several threads, and enough rows per part that the
+// parts' sum (n^2 per part) is small beside the product; ZORB_SPLIT_GRAM=0 turns it off.
+int split_gram_parts(int64_t n, int64_t k) {
+  static const bool enabled = [] {
+    const char* value = std::getenv("ZORB_SPLIT_GRAM");
+    return value == nullptr || std::strcmp(value, "0") != 0;
+  }();
+  if (!enabled || installed_in == nullptr || set_thread_count == nullptr || n < 128 || k < 2048) return 1;
+  cpu_set_t set;
+  int cores = 1;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
+  const int threads = get_thread_count();
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, cores, k / 1024, 8})));
+}
+
 // G = A^T A (d x d for A r x d) or, with `rows`, A A^T (r x r): one triangle by dsyrk, then
 // mirrored.
 ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool rows) {
@@ -269,7 +290,48 @@ ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool
   char uplo = 'U', trans = rows ? 'T' : 'N';
   int size = static_cast<int>(n), inner = static_cast<int>(k), ld_a = static_cast<int>(ad[1]), ld_g = size;
   double one = 1.0, zero = 0.0;
-  dsyrk(&uplo, &trans, &size, &inner, &one, a.typed_data(), &ld_a, &zero, out, &ld_g);
+  const int parts = split_gram_parts(n, k);
+  if (parts > 1) {
+    // Each worker a one-thread dsyrk on its share of the inner dimension, the parts summed:
+    // OpenBLAS's threaded dsyrk synchronises its threads at every block of the inner
+    // dimension (10,000 x 1,001: 123 GFLOP/s threaded, 143 as two one-thread halves).
+    struct Part {
+      const double* a;
+      double* g;
+      int inner;
+    };
+    std::vector<double> extra(static_cast<size_t>(parts - 1) * n * n);
+    std::vector<Part> work(parts);
+    for (int p = 0; p < parts; ++p) {
+      const int64_t begin = k * p / parts, end = k * (p + 1) / parts;
+      // 'T': the inner dimension runs along the rows of the column-major view (contiguous);
+      // 'N': along its columns (ld_a apart).
+      work[p] = {a.typed_data() + (rows ? begin : begin * ld_a), p == 0 ? out : extra.data() + (p - 1) * n * n,
+                 static_cast<int>(end - begin)};
+    }
+    struct Context {
+      std::vector<Part>* work;
+      char uplo, trans;
+      int size, ld_a;
+    } context{&work, uplo, trans, size, ld_a};
+    const int previous = get_thread_count();
+    set_thread_count(1);
+    pool().run(parts, [](void* raw, int index) {
+      auto* c = static_cast<Context*>(raw);
+      Part& part = (*c->work)[index];
+      double one = 1.0, zero = 0.0;
+      int size = c->size, inner = part.inner, ld_a = c->ld_a, ld_g = c->size;
+      dsyrk(&c->uplo, &c->trans, &size, &inner, &one, part.a, &ld_a, &zero, part.g, &ld_g);
+    }, &context);
+    set_thread_count(previous);
+    for (int p = 1; p < parts; ++p) {
+      const double* add = extra.data() + (p - 1) * n * n;
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i <= j; ++i) out[i + j * n] += add[i + j * n];
+    }
+  } else {
+    dsyrk(&uplo, &trans, &size, &inner, &one, a.typed_data(), &ld_a, &zero, out, &ld_g);
+  }
   // The upper triangle (column-major) is out[i + j n] for i <= j; copy it to out[j + i n].
   for (int64_t j = 0; j < n; ++j)
     for (int64_t i = 0; i < j; ++i) out[j + i * n] = out[i + j * n];
@@ -969,6 +1031,16 @@ PyObject* share_threads(PyObject*, PyObject*) {
   if (setter == nullptr) Py_RETURN_FALSE;
   static bool fork_handlers = pthread_atfork(before_fork, after_fork_parent, after_fork_child) == 0;
   if (!fork_handlers) Py_RETURN_FALSE;
+  void* set_count = dlsym(library, "scipy_openblas_set_num_threads");
+  void* get_count = dlsym(library, "scipy_openblas_get_num_threads");
+  if (set_count == nullptr || get_count == nullptr) {
+    set_count = dlsym(library, "openblas_set_num_threads");
+    get_count = dlsym(library, "openblas_get_num_threads");
+  }
+  if (set_count != nullptr && get_count != nullptr) {
+    set_thread_count = reinterpret_cast<OpenblasSetCount>(set_count);
+    get_thread_count = reinterpret_cast<OpenblasGetCount>(get_count);
+  }
   installed_in = reinterpret_cast<OpenblasSetThreads>(setter);
   installed_in(openblas_threads);
   Py_RETURN_TRUE;
@@ -986,6 +1058,12 @@ PyObject* set_pool_spin(PyObject*, PyObject* args) {
 }
 
 PyObject* pool_workers(PyObject*, PyObject*) { return PyLong_FromLong(pool().workers()); }
+
+PyObject* gram_parts(PyObject*, PyObject* args) {
+  long long n, k;
+  if (!PyArg_ParseTuple(args, "LL", &n, &k)) return nullptr;
+  return PyLong_FromLong(split_gram_parts(n, k));
+}
 
 PyObject* set_ln2(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "dd", &ln2_hi, &ln2_lo)) return nullptr;
@@ -1013,6 +1091,8 @@ PyMethodDef methods[] = {
     {"set_pool_spin", set_pool_spin, METH_VARARGS,
      "set_pool_spin(microseconds): how long an idle worker spins before it blocks."},
     {"pool_workers", pool_workers, METH_NOARGS, "pool_workers() -> int: worker threads started so far."},
+    {"gram_parts", gram_parts, METH_VARARGS,
+     "gram_parts(n, k) -> int: the one-thread dsyrk calls an n x n Gram matrix over k rows is split into now."},
     {"handlers", handlers, METH_NOARGS, "handlers() -> {target name: PyCapsule of its XLA FFI handler}."},
     {nullptr, nullptr, 0, nullptr}};
 
