@@ -142,16 +142,17 @@ def numpy_map(t, lo, hi, a, b):
     return a + (t - lo) * ((b - a) / (hi - lo))
 
 
-@pytest.mark.parametrize("tanh", [True, False])
-def test_squash_inverse_kernel_is_within_two_ulp_of_extended_precision(tanh, rng):
+@pytest.mark.parametrize("tanh,cols", [(True, 40), (False, 40), (True, 1000), (False, 1000)])
+def test_squash_inverse_kernel_is_within_two_ulp_of_extended_precision(tanh, cols, rng):
     """The one-pass Sigmoid/Tanh inverse (zorb/_blas.cc): the map onto the margins computed as
     numpy computes it, then atanh/logit within 2 ulp of an 80-bit longdouble reference, with
-    the shift subtracted exactly; across the range, near its ends and near the middle."""
+    the shift subtracted exactly; across the range, near its ends and near the middle; rows
+    shorter than the kernel's blocks of 256 values and rows of several blocks and a part."""
     low = -1.0 if tanh else 0.0
     a, b = low + 1e-15, 1.0 - 1e-15
     t = np.concatenate([rng.uniform(-3, 5, 30000), -3 + 10.0 ** -rng.uniform(0, 15, 5000),
-                        5 - 10.0 ** -rng.uniform(0, 15, 4997), [-3.0, 5.0, 1.0]]).reshape(-1, 40)
-    shift = rng.normal(size=40)
+                        5 - 10.0 ** -rng.uniform(0, 15, 4997), [-3.0, 5.0, 1.0]]).reshape(-1, cols)
+    shift = rng.normal(size=cols)
 
     def kernel(t, s=None):  # `reference` is the branch for other platforms (traced, not run here)
         return blas.squash_inverse(t, jnp.asarray([-3.0, 5.0]), a, b, tanh=tanh, shift=s, reference=jnp.negative)
