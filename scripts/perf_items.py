@@ -31,7 +31,11 @@ best of three warm runs of each jitted function:
   product: run the script once more with ``ZORB_BLAS_POOL=0`` (OpenBLAS's own spinning
   threads) to see what zorb's worker pool saves;
 - the gram solve's last step in one FFI call (``zorb.blas.gram_solve``) against its JAX code
-  (eigenvalues, then Cholesky or ``jnp``'s eigendecomposition), nothing cut and rank 367 of 1,001;
+  (eigenvalues, then Cholesky or ``jnp``'s eigendecomposition), nothing cut, rank 367 and rank
+  60 of 1,001;
+- the Gram matrix of a 1,001 x 10,000 and a 601 x 10,000 design (one sample per column) by
+  ``zorb.blas.gram``: run the script once more with ``ZORB_SPLIT_GRAM=0`` to see what the
+  one-thread parts save over OpenBLAS's threaded ``dsyrk``;
 - the whole gram fit of mnist_6 and mnist_11 on transposed arrays (``zorb.fit``'s samples-last
   layout) against the row layout, alternated in one process;
 - conv1's shapes (1,280 32x32x3 images, 32 3x3 filters): the forward by ``zorb.blas.conv2d``
@@ -115,6 +119,7 @@ def main():
     print_fit_with_and_without_blas(rng, weights)
     print_inverse_after_a_product(rng)
     print_one_call_gram_solve(rng)
+    print_split_gram(rng)
     print_fit_in_both_layouts(rng)
     print_conv(rng)
 
@@ -237,7 +242,7 @@ def print_one_call_gram_solve(rng):
     from zorb.solvers import _solve_from_gram_xla
 
     rcond, ridge = jnp.asarray(1e-7), jnp.asarray(0.0)
-    for rank in (1001, 367):
+    for rank in (1001, 367, 60):
         m = rng.standard_normal((3000, rank)) @ rng.standard_normal((rank, 1001)) / 30
         gram, moment = jnp.asarray(m.T @ m), jnp.asarray(m.T @ rng.standard_normal((3000, 800)))
         xla = jax.jit(lambda g, b: _solve_from_gram_xla(g, b, rcond, ridge))
@@ -245,6 +250,18 @@ def print_one_call_gram_solve(rng):
                                                    reference=lambda g, b: _solve_from_gram_xla(g, b, rcond, ridge)))
         print(f"gram solve of 1,001^2 normal equations, rank {rank}, 800 targets: its JAX code "
               f"{best(lambda: xla(gram, moment)) * 1e3:.1f} ms, one FFI call {best(lambda: one(gram, moment)) * 1e3:.1f} ms")
+
+
+def print_split_gram(rng):
+    from zorb import _blas
+
+    gram = jax.jit(lambda a: blas.gram(a, rows=True))
+    rates = []
+    for d in (1001, 601):
+        a = jnp.asarray(rng.standard_normal((d, ROWS)))  # the transposed layout's design, one sample per column
+        rates.append(f"{d:,} x {ROWS:,}: {d * d * ROWS / best(lambda: gram(a)) / 1e9:.0f} GFLOP/s")
+    print(f"Gram matrix (dsyrk) in {_blas.gram_parts(1001, ROWS)} part(s) (ZORB_SPLIT_GRAM=0 for OpenBLAS's threaded "
+          f"call): " + ", ".join(rates))
 
 
 def print_fit_in_both_layouts(rng):
