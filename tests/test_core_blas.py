@@ -257,7 +257,8 @@ results = [None] * 3
 gram = jax.jit(lambda x: blas.gram(x))
 def one(i):
     want = (i + 1) ** 2 * (a.T @ a)
-    results[i] = float(np.abs(np.asarray(gram(a * (i + 1))) - want).max() / np.abs(want).max())
+    results[i] = max(float(np.abs(np.asarray(gram(a * (i + 1))) - want).max() / np.abs(want).max())
+                     for _ in range(5))
 threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
 for t in threads: t.start()
 for t in threads: t.join()
@@ -269,8 +270,8 @@ print(_blas.gram_parts(150, 3001), _blas.gram_parts(150, 1000), openblas_threads
 def test_gram_is_split_into_one_thread_parts_that_sum_to_numpys():
     """With zorb's pool and two cores, a Gram matrix over a long inner dimension is one
     one-thread dsyrk per core on its share of the rows, summed: numpy's result to rounding,
-    exactly symmetric, also from three threads at once, and OpenBLAS's thread count as it
-    was; short inner dimensions, and ZORB_SPLIT_GRAM=0, keep OpenBLAS's threaded call."""
+    exactly symmetric, also from three threads at once (one split at a time: each sets the
+    process's OpenBLAS thread count to 1 and back), and OpenBLAS's thread count as it was; short inner dimensions, and ZORB_SPLIT_GRAM=0, keep OpenBLAS's threaded call."""
     parts, short, threads_kept, error = run_python(SPLIT_GRAM_CHECK)
     assert int(parts) >= 2 and short == "1" and threads_kept == "True"
     assert float(error) < 1e-13

@@ -290,7 +290,15 @@ ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool
   char uplo = 'U', trans = rows ? 'T' : 'N';
   int size = static_cast<int>(n), inner = static_cast<int>(k), ld_a = static_cast<int>(ad[1]), ld_g = size;
   double one = 1.0, zero = 0.0;
-  const int parts = split_gram_parts(n, k);
+  // One split at a time: each sets OpenBLAS's (process-wide) thread count to 1 and back, and
+  // two interleaved ones could restore the other's 1 for good.
+  static std::mutex split_mutex;
+  std::unique_lock<std::mutex> split_lock(split_mutex, std::defer_lock);
+  int parts = split_gram_parts(n, k);
+  if (parts > 1) {
+    split_lock.lock();
+    parts = split_gram_parts(n, k);  // another split may have changed the thread count meanwhile
+  }
   if (parts > 1) {
     // Each worker a one-thread dsyrk on its share of the inner dimension, the parts summed:
     // OpenBLAS's threaded dsyrk synchronises its threads at every block of the inner
