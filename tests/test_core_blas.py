@@ -271,7 +271,8 @@ def test_gram_is_split_into_one_thread_parts_that_sum_to_numpys():
     """With zorb's pool and two cores, a Gram matrix over a long inner dimension is one
     one-thread dsyrk per core on its share of the rows, summed: numpy's result to rounding,
     exactly symmetric, also from three threads at once (one split at a time: each sets the
-    process's OpenBLAS thread count to 1 and back), and OpenBLAS's thread count as it was; short inner dimensions, and ZORB_SPLIT_GRAM=0, keep OpenBLAS's threaded call."""
+    process's OpenBLAS thread count to 1 and back), and OpenBLAS's thread count as it was;
+    short inner dimensions, and ZORB_SPLIT_GRAM=0, keep OpenBLAS's threaded call."""
     parts, short, threads_kept, error = run_python(SPLIT_GRAM_CHECK)
     assert int(parts) >= 2 and short == "1" and threads_kept == "True"
     assert float(error) < 1e-13

@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -226,6 +227,12 @@ void after_fork_child() { pool().reset_after_fork(); }
 
 bool fits_int(int64_t value) { return value >= 0 && value <= std::numeric_limits<int>::max(); }
 
+// The cores this process may run on.
+int affinity_cores() {
+  cpu_set_t set;
+  return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
 // C (m x n) = op(A) @ op(B), op = transpose when asked.
 ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::ResultBuffer<ffi::F64> c,
                       bool transpose_a, bool transpose_b) {
@@ -264,11 +271,8 @@ int split_gram_parts(int64_t n, int64_t k) {
     return value == nullptr || std::strcmp(value, "0") != 0;
   }();
   if (!enabled || installed_in == nullptr || set_thread_count == nullptr || n < 128 || k < 2048) return 1;
-  cpu_set_t set;
-  int cores = 1;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
   const int threads = get_thread_count();
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, cores, k / 1024, 8})));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, affinity_cores(), k / 1024, 8})));
 }
 
 // G = A^T A (d x d for A r x d) or, with `rows`, A A^T (r x r): one triangle by dsyrk, then
@@ -308,13 +312,14 @@ ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool
       double* g;
       int inner;
     };
-    std::vector<double> extra(static_cast<size_t>(parts - 1) * n * n);
+    // dsyrk with beta = 0 writes every entry it is asked for: no zero-filled buffer needed
+    std::unique_ptr<double[]> extra(new double[static_cast<size_t>(parts - 1) * n * n]);
     std::vector<Part> work(parts);
     for (int p = 0; p < parts; ++p) {
       const int64_t begin = k * p / parts, end = k * (p + 1) / parts;
       // 'T': the inner dimension runs along the rows of the column-major view (contiguous);
       // 'N': along its columns (ld_a apart).
-      work[p] = {a.typed_data() + (rows ? begin : begin * ld_a), p == 0 ? out : extra.data() + (p - 1) * n * n,
+      work[p] = {a.typed_data() + (rows ? begin : begin * ld_a), p == 0 ? out : extra.get() + (p - 1) * n * n,
                  static_cast<int>(end - begin)};
     }
     struct Context {
@@ -333,7 +338,7 @@ ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool
     }, &context);
     set_thread_count(previous);
     for (int p = 1; p < parts; ++p) {
-      const double* add = extra.data() + (p - 1) * n * n;
+      const double* add = extra.get() + (p - 1) * n * n;
       for (int64_t j = 0; j < n; ++j)
         for (int64_t i = 0; i <= j; ++i) out[i + j * n] += add[i + j * n];
     }
@@ -690,11 +695,8 @@ void squash_rows(const SquashParams& p, int64_t row_begin, int64_t row_end) {
 }
 
 int worker_count(int64_t elements) {
-  cpu_set_t set;
-  int cores = 1;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
   const int64_t by_size = elements / (1 << 17);  // at least 128k entries per thread
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({cores, by_size, 16})));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({affinity_cores(), by_size, 16})));
 }
 
 // t (N x k), range = [lo, hi], shift (k, or N with shift_rows; ignored unless has_shift); attrs:
