@@ -519,7 +519,12 @@ ffi::Error GramSolveImpl(ffi::Buffer<ffi::F64> gram, ffi::Buffer<ffi::F64> momen
     char left = 'L', no_trans = 'N';
     dormtr(&left, &lower, &no_trans, &size, &rank, reduced.data(), &size, tau.data(), kept_vectors,
            &size, &query, &query_size, &info);
-    auto work = workspace_from<double>(query);
+    // dormtr's query leaves out the 64 x 65 block-reflector factor that dormqr also takes from
+    // the workspace, and dormqr given only the queried size shrinks its block to (lwork - 4160)
+    // / rank: below 2 for a few hundred kept columns, and it falls back to one reflector at a
+    // time (dorm2r: one thread, and dlarf scanning MRRR's zero-padded vectors for their last
+    // nonzero column). 1,001^2 at rank 50: 13 of 78 ms. Room for dormqr's largest block.
+    auto work = workspace_from<double>(std::max(query, 64.0 * rank + 64 * 65));
     int work_size = static_cast<int>(work.size());
     dormtr(&left, &lower, &no_trans, &size, &rank, reduced.data(), &size, tau.data(), kept_vectors,
            &size, work.data(), &work_size, &info);
