@@ -39,9 +39,12 @@ def test_samples_last_fit_equals_the_row_layout_fit(solver, rcond, tolerance, mo
     cols, cols_report = zorb.fit(net, x, y, solver=solver, rcond=rcond, seed=5)
     for a, b in zip(cols.weights, rows.weights):
         assert relative(a, b) < tolerance
+    # Below its cut the gram route's singular values are rounding noise, the square roots of
+    # eigenvalues of order eps * s_max^2 (up to 1.5e-8 s_max): they agree only in being small.
+    floor = rcond if solver == "gram" else 1e-10
     for a, b in zip(cols_report.layers, rows_report.layers):
         assert a.design_shape == b.design_shape and a.rank == b.rank
-        np.testing.assert_allclose(a.spectrum, b.spectrum, rtol=1e-6, atol=1e-10 * b.spectrum[0])
+        np.testing.assert_allclose(a.spectrum, b.spectrum, rtol=1e-6, atol=floor * b.spectrum[0])
     for a, b in zip(cols.layers, rows.layers):  # Sigmoid/Tanh ranges and the softmax normalisers
         for name, value in b.arrays().items():
             assert np.asarray(a.arrays()[name]).shape == np.asarray(value).shape

@@ -580,9 +580,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ZorbGram, GramImpl,
 
 namespace {
 
-constexpr double kSeries[10] = {2.0 / 21, 2.0 / 19, 2.0 / 17, 2.0 / 15, 2.0 / 13,
-                                2.0 / 11, 2.0 / 9,  2.0 / 7,  2.0 / 5,  2.0 / 3};
-double ln2_hi = 0.0, ln2_lo = 0.0;  // set from Python (zorb.special), the same split
+// log 2 in two parts and the series of log(m) = 2 atanh(s) in s^2, set from Python (zorb.special:
+// the same constants, so both compute the same function).
+constexpr int kSeriesTerms = 7;
+struct LogConstants {
+  double ln2_hi = 0.0, ln2_lo = 0.0;
+  double series[kSeriesTerms] = {};  // Horner order: highest power first
+};
+LogConstants log_constants;
 
 __attribute__((always_inline)) inline double from_bits(uint64_t bits) {
   double value;
@@ -596,7 +601,7 @@ __attribute__((always_inline)) inline uint64_t to_bits(double value) {
   return bits;
 }
 
-__attribute__((always_inline)) inline double log1p_nonnegative(double u, double ln2h, double ln2l) {
+__attribute__((always_inline)) inline double log1p_nonnegative(double u, const LogConstants& c) {
   const double w = 1 + u;
   const double u_part = w - 1;
   const double one_part = w - u_part;
@@ -611,11 +616,11 @@ __attribute__((always_inline)) inline double log1p_nonnegative(double u, double 
   const double f = m - 1;
   const double s = f / (2 + f);
   const double z = s * s;
-  double series = kSeries[0];
-  for (int k = 1; k < 10; ++k) series = series * z + kSeries[k];
+  double series = c.series[0];
+  for (int k = 1; k < kSeriesTerms; ++k) series = series * z + c.series[k];
   series = series * z;
   const double half_f2 = 0.5 * f * f;
-  const double log_w = e * ln2h - ((half_f2 - (s * (half_f2 + series) + (e * ln2l + error / w))) - f);
+  const double log_w = e * c.ln2_hi - ((half_f2 - (s * (half_f2 + series) + (e * c.ln2_lo + error / w))) - f);
   // u itself for inf and NaN (u - u is 0 only for finite u)
   return (u - u == 0) ? log_w : u;
 }
@@ -641,18 +646,18 @@ constexpr int64_t kSquashBlock = 256, kSquashAhead = 1024;
 template <bool Tanh, bool Constant, ShiftMode Shift>
 __attribute__((always_inline)) inline void squash_span(const double* __restrict t, const double* __restrict shift,
                                                        double* __restrict out, int64_t begin, int64_t end, double lo,
-                                                       double a, double scale, double middle, double ln2h, double ln2l,
+                                                       double a, double scale, double middle, const LogConstants& constants,
                                                        double row_shift) {
   for (int64_t c = begin; c < end; ++c) {
     const double z = Constant ? middle : a + (t[c] - lo) * scale;
     double value;
     if (Tanh) {
       const double abs_z = std::fabs(z);
-      value = std::copysign(0.5 * log1p_nonnegative(2 * abs_z / (1 - abs_z), ln2h, ln2l), z);
+      value = std::copysign(0.5 * log1p_nonnegative(2 * abs_z / (1 - abs_z), constants), z);
     } else {
       const double d = 2 * z - 1;
       const double smaller = z < 1 - z ? z : 1 - z;
-      value = std::copysign(log1p_nonnegative(std::fabs(d) / smaller, ln2h, ln2l), d);
+      value = std::copysign(log1p_nonnegative(std::fabs(d) / smaller, constants), d);
     }
     out[c] = Shift == kColumnShift ? value - shift[c] : Shift == kRowShift ? value - row_shift : value;
   }
@@ -662,21 +667,22 @@ __attribute__((always_inline)) inline void squash_span(const double* __restrict 
 // `shift` points at the k column shifts (kColumnShift) or at this row's one shift (kRowShift).
 template <bool Tanh, bool Constant, ShiftMode Shift>
 __attribute__((always_inline)) inline void squash_row(const double* __restrict t, const double* __restrict shift, double* __restrict out,
-                       int64_t cols, double lo, double a, double scale, double middle, double ln2h, double ln2l) {
+                       int64_t cols, double lo, double a, double scale, double middle, const LogConstants& constants) {
   const double row_shift = Shift == kRowShift ? shift[0] : 0.0;
   for (int64_t start = 0; start < cols; start += kSquashBlock) {
     const int64_t end = std::min(cols, start + kSquashBlock);
     if (!Constant)
       for (int64_t ahead = start + kSquashAhead; ahead < end + kSquashAhead; ahead += 8) __builtin_prefetch(t + ahead);
-    squash_span<Tanh, Constant, Shift>(t, shift, out, start, end, lo, a, scale, middle, ln2h, ln2l, row_shift);
+    squash_span<Tanh, Constant, Shift>(t, shift, out, start, end, lo, a, scale, middle, constants, row_shift);
   }
 }
 
 template <bool Tanh, bool Constant, ShiftMode Shift>
 __attribute__((always_inline)) inline void squash_block(const SquashParams& p, int64_t row_begin, int64_t row_end) {
+  const LogConstants constants = log_constants;  // a local copy: loaded once, not per entry
   for (int64_t r = row_begin; r < row_end; ++r)
     squash_row<Tanh, Constant, Shift>(p.t + r * p.cols, Shift == kRowShift ? p.shift + r : p.shift,
-                                      p.out + r * p.cols, p.cols, p.lo, p.a, p.scale, p.middle, ln2_hi, ln2_lo);
+                                      p.out + r * p.cols, p.cols, p.lo, p.a, p.scale, p.middle, constants);
 }
 
 template <bool Tanh, bool Constant>
@@ -1101,8 +1107,12 @@ PyObject* gram_parts(PyObject*, PyObject* args) {
   return PyLong_FromLong(split_gram_parts(n, k));
 }
 
-PyObject* set_ln2(PyObject*, PyObject* args) {
-  if (!PyArg_ParseTuple(args, "dd", &ln2_hi, &ln2_lo)) return nullptr;
+PyObject* set_log_constants(PyObject*, PyObject* args) {
+  LogConstants c;
+  if (!PyArg_ParseTuple(args, "dd(ddddddd)", &c.ln2_hi, &c.ln2_lo, &c.series[0], &c.series[1], &c.series[2],
+                        &c.series[3], &c.series[4], &c.series[5], &c.series[6]))
+    return nullptr;
+  log_constants = c;
   Py_RETURN_NONE;
 }
 
@@ -1121,7 +1131,8 @@ PyMethodDef methods[] = {
     {"set_blas", set_blas, METH_VARARGS,
      "set_blas({name: capsule}): the Fortran BLAS/LAPACK functions to call (scipy.linalg.cython_blas / "
      "cython_lapack capsules of dgemm, dsyrk, dtrsm, dsyevd, dsytrd, dsterf, dstemr, dstedc, dormtr, dpotrf)."},
-    {"set_ln2", set_ln2, METH_VARARGS, "set_ln2(hi, lo): log 2 split as zorb.special splits it."},
+    {"set_log_constants", set_log_constants, METH_VARARGS,
+     "set_log_constants(ln2_hi, ln2_lo, series): log 2 in two parts and the 7 series coefficients of zorb.special."},
     {"share_threads", share_threads, METH_NOARGS,
      "share_threads() -> bool: run the parallel jobs of the OpenBLAS that holds dgemm on zorb's worker pool."},
     {"set_pool_spin", set_pool_spin, METH_VARARGS,

@@ -35,15 +35,15 @@ def _load():
         return False
     from scipy.linalg import cython_blas, cython_lapack
 
+    from zorb.special import LN2_HI, LN2_LO, LOG_SERIES
+
     try:
         _blas.set_blas({**{name: cython_blas.__pyx_capi__[name] for name in ("dgemm", "dsyrk", "dtrsm")},
                         **{name: cython_lapack.__pyx_capi__[name]
                            for name in ("dsyevd", "dsytrd", "dsterf", "dstemr", "dstedc", "dormtr", "dpotrf")}})
-    except TypeError:  # an extension built from an older zorb/_blas.cc: rebuild (make install)
+        _blas.set_log_constants(LN2_HI, LN2_LO, LOG_SERIES)
+    except (TypeError, AttributeError):  # an extension built from an older zorb/_blas.cc: rebuild (make install)
         return False
-    from zorb.special import LN2_HI, LN2_LO
-
-    _blas.set_ln2(LN2_HI, LN2_LO)
     global SHARED_POOL
     if os.environ.get("ZORB_BLAS_POOL", "1").strip().lower() not in ("0", "false", "no", "off"):
         SHARED_POOL = bool(_blas.share_threads())

@@ -5,8 +5,8 @@ Every target entry of every Sigmoid/Tanh layer above the one being solved goes t
 ``log1p``/``arctanh`` for float64 cost 5-9 ns each there (its ``arctanh`` is also off by up to
 128 ulp). ``log1p_nonnegative`` is plain arithmetic that XLA vectorises and fuses: the
 argument is split into ``2^e * m`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` by bit operations,
-``log(m) = 2 atanh(s)``, ``s = (m - 1) / (m + 1)``, is summed as its series in ``s^2`` (ten
-terms reach float64 precision for ``|s| <= 0.172``), ``e log 2`` is added in two parts, and
+``log(m) = 2 atanh(s)``, ``s = (m - 1) / (m + 1)``, is summed as a degree-7 polynomial in
+``s^2`` fitted to its series for ``|s| <= 0.172``, ``e log 2`` is added in two parts, and
 the rounding of ``1 + u`` is corrected. On 10,000 x 800 entries on a 2-core CPU, ``atanh``
 takes 20 ms against 30-38 ms for the same formula on XLA's ``log1p`` and 48-70 ms for
 XLA's ``arctanh``; measured against 80-bit ``longdouble``, ``log1p_nonnegative`` is within
@@ -27,9 +27,14 @@ _LN2_HI = float((np.array(float(_LN2)).view(np.int64) & ~np.int64(2 ** 32 - 1)).
 with localcontext() as _context:
     _context.prec = 50
     _LN2_LO = float(_LN2 - Decimal(_LN2_HI))
-# 2 atanh(s) = 2s + s R(s^2), R(z) = sum_k 2 z^k / (2k + 1), k = 1..10 (Horner order: highest first).
-_SERIES = [2.0 / (2 * k + 1) for k in range(10, 0, -1)]
-LN2_HI, LN2_LO = _LN2_HI, _LN2_LO  # zorb/_blas.cc computes the same functions with these
+# 2 atanh(s) = 2s + s R(s^2) with R(z) = sum_k 2 z^k / (2k + 1) = z P(z), P of degree 6 (Horner
+# order, highest power first): the Chebyshev fit of R(z) / z on [0, (3 - 2 sqrt 2)^2], the range
+# of s^2, rounded to float64 (mpmath.chebyfit at 50 digits). Its error in log(m) is 4.6e-18 of
+# log(m) at most (0.04 ulp), against 1.2e-18 for the series' first ten terms, which it replaced:
+# three terms fewer per entry, the Tanh inverse kernel 19% faster.
+_SERIES = [0.14616449685043406, 0.15331721600556042, 0.18182889125261723, 0.2222221113479508,
+           0.28571428625975487, 0.39999999999899505, 0.666666666666667]
+LN2_HI, LN2_LO, LOG_SERIES = _LN2_HI, _LN2_LO, tuple(_SERIES)  # zorb/_blas.cc computes the same functions with these
 _SQRT2 = float(np.sqrt(2.0))
 _MANTISSA = (1 << 52) - 1
 _EXPONENT_ONE = 1023 << 52
