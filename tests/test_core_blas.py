@@ -168,6 +168,29 @@ def test_squash_inverse_kernel_is_within_two_ulp_of_extended_precision(tanh, col
     assert float(error.max()) <= 2
 
 
+@pytest.mark.parametrize("shape", [(1,), (15,), (16,), (17, 3), (300, 70), (700, 1000)])
+def test_extrema_equal_numpy_min_and_max(shape, rng):
+    """One pass for both extremes (zorb/_blas.cc), against numpy: lengths below, at and past the
+    kernel's 16-value step, and arrays the pool splits between workers (700,000 values); the
+    extremes placed first, last and in the middle; any NaN makes both NaN, infinities count."""
+    x = rng.normal(size=shape)
+    assert custom_calls(blas.extrema, x) == 1
+    extrema = jax.jit(blas.extrema)
+    flat = x.reshape(-1)
+    for low, high in [(0, flat.size - 1), (flat.size - 1, 0), (flat.size // 2, flat.size // 3)]:
+        y = flat.copy()
+        if flat.size > 1:
+            y[low], y[high] = -50.0, 60.0
+        lo, hi = extrema(y.reshape(shape))
+        assert (float(lo), float(hi)) == (y.min(), y.max())
+    y = flat.copy()
+    y[-1] = np.inf
+    assert float(extrema(y)[1]) == np.inf
+    y[flat.size // 2] = np.nan
+    assert np.isnan(np.asarray(extrema(y))).all()
+    assert [float(v) for v in extrema(x.astype(np.float32))] == [x.astype(np.float32).min(), x.astype(np.float32).max()]
+
+
 @pytest.mark.parametrize("cls_name", ["Tanh", "Sigmoid"])
 def test_layer_inverse_takes_the_kernel_and_agrees_with_its_jax_code(cls_name, rng):
     from zorb import layers

@@ -767,6 +767,98 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ZorbSquashInverse, SquashInverseImpl,
                                   .Attr<bool>("has_shift")
                                   .Attr<bool>("shift_rows"));
 
+// ---- Global minimum and maximum in one pass -----------------------------------------------------
+//
+// The Sigmoid/Tanh inverses map their target onto the function's range from its global
+// extremes. XLA reduces min and max in two passes over the array (3.6 ms each per 10^7 entries
+// on two cores, at memory speed); here one pass computes both, four lanes of vector registers
+// wide, the array split between the pool's workers. Like jnp.min/jnp.max, any NaN makes both
+// NaN.
+
+namespace {
+
+struct Extremes {
+  double lo, hi;
+  bool nan;
+};
+
+typedef double Lanes __attribute__((vector_size(32)));
+typedef int64_t LaneMask __attribute__((vector_size(32)));
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+Extremes extremes_of(const double* x, int64_t n) {
+  constexpr int kLanes = 4, kStep = 4 * kLanes;  // four independent accumulators of four lanes
+  Extremes result{std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(), false};
+  int64_t i = 0;
+  if (n >= kStep) {
+    Lanes lo[4], hi[4];
+    LaneMask nan = {0, 0, 0, 0};
+    for (int j = 0; j < 4; ++j) {
+      std::memcpy(&lo[j], x + j * kLanes, sizeof(Lanes));
+      hi[j] = lo[j];
+    }
+    for (; i + kStep <= n; i += kStep) {
+      for (int j = 0; j < 4; ++j) {
+        Lanes v;
+        std::memcpy(&v, x + i + j * kLanes, sizeof(Lanes));
+        lo[j] = v < lo[j] ? v : lo[j];
+        hi[j] = v > hi[j] ? v : hi[j];
+        nan |= v != v;
+      }
+    }
+    for (int j = 0; j < 4; ++j)
+      for (int l = 0; l < kLanes; ++l) {
+        result.lo = std::min(result.lo, lo[j][l]);
+        result.hi = std::max(result.hi, hi[j][l]);
+      }
+    for (int l = 0; l < kLanes; ++l) result.nan |= nan[l] != 0;
+  }
+  for (; i < n; ++i) {
+    result.lo = std::min(result.lo, x[i]);
+    result.hi = std::max(result.hi, x[i]);
+    result.nan |= std::isnan(x[i]);
+  }
+  return result;
+}
+
+ffi::Error ExtremaImpl(ffi::Buffer<ffi::F64> x, ffi::ResultBuffer<ffi::F64> out) {
+  const int64_t n = static_cast<int64_t>(x.element_count());
+  double* range = out->typed_data();
+  if (n == 0) return ffi::Error::InvalidArgument("zorb extrema: needs at least one value");
+  const int workers = worker_count(n);
+  std::vector<Extremes> parts(workers);
+  struct Blocks {
+    const double* x;
+    int64_t n;
+    int workers;
+    Extremes* parts;
+  } blocks{x.typed_data(), n, workers, parts.data()};
+  pool().run(workers, [](void* context, int w) {
+    const auto* b = static_cast<const Blocks*>(context);
+    // cache-line aligned shares (8 values), so no two workers read the same line
+    const int64_t begin = b->n * w / b->workers / 8 * 8, end = w + 1 == b->workers ? b->n : b->n * (w + 1) / b->workers / 8 * 8;
+    b->parts[w] = extremes_of(b->x + begin, end - begin);
+  }, &blocks);
+  Extremes all = parts[0];
+  for (int w = 1; w < workers; ++w) {
+    all.lo = std::min(all.lo, parts[w].lo);
+    all.hi = std::max(all.hi, parts[w].hi);
+    all.nan |= parts[w].nan;
+  }
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  range[0] = all.nan ? nan : all.lo;
+  range[1] = all.nan ? nan : all.hi;
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ZorbExtrema, ExtremaImpl,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F64>>().Ret<ffi::Buffer<ffi::F64>>());
+
+
 // ---- Conv2D forward (NHWC, valid padding) ------------------------------------------------------
 //
 // out[n, i, j, :] = b + sum over (di, dj, c) of x[n, i s + di, j s + dj, c] kernel[di, dj, c, :].
@@ -1117,7 +1209,8 @@ PyObject* set_log_constants(PyObject*, PyObject* args) {
 }
 
 PyObject* handlers(PyObject*, PyObject*) {
-  return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N,s:N}", "zorb_conv_moments_f64",
+  return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N}", "zorb_extrema_f64",
+                       PyCapsule_New(reinterpret_cast<void*>(ZorbExtrema), nullptr, nullptr), "zorb_conv_moments_f64",
                        PyCapsule_New(reinterpret_cast<void*>(ZorbConvMoments), nullptr, nullptr), "zorb_conv2d_f64",
                        PyCapsule_New(reinterpret_cast<void*>(ZorbConv2d), nullptr, nullptr), "zorb_gram_solve_f64",
                        PyCapsule_New(reinterpret_cast<void*>(ZorbGramSolve), nullptr, nullptr), "zorb_squash_inverse_f64",

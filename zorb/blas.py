@@ -217,6 +217,25 @@ def eigvalsh(a):
     return _eigvalsh(a)
 
 
+def extrema(x):
+    """``(min(x), max(x))`` over every entry (NaN both if any entry is NaN, as ``jnp.min`` and
+    ``jnp.max``): on the CPU for float64 in one pass of ``zorb/_blas.cc`` where XLA makes two
+    (6.5-7.6 against 3.5-4 ms per 10^7 entries on two cores), elsewhere ``jnp.min``/``jnp.max``."""
+
+    def xla(x):
+        return jnp.stack([jnp.min(x), jnp.max(x)])
+
+    if not (NATIVE and x.dtype == jnp.float64) or x.size == 0:
+        range_ = xla(x)
+    else:
+        def native(x):
+            return jax.ffi.ffi_call("zorb_extrema_f64", jax.ShapeDtypeStruct((2,), jnp.float64),
+                                    vmap_method="sequential")(x)
+
+        range_ = jax.lax.platform_dependent(x, cpu=native, default=xla)
+    return range_[0], range_[1]
+
+
 def squash_inverse(t, output_range, a: float, b: float, *, tanh: bool, shift, reference, shift_rows: bool = False):
     """``f^-1(z) - shift`` for a Sigmoid/Tanh target ``t`` (N x k) mapped onto ``[a, b]`` from
     ``output_range`` (``f^-1`` = ``atanh`` or ``logit``; no ``shift`` if None; ``shift`` holds

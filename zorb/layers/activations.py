@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from zorb.blas import squash_inverse
+from zorb.blas import extrema, squash_inverse
 from zorb.errors import ConfigError
 from zorb.layers.base import Layer, Shape, layer_class, margin
 from zorb.special import atanh, logit
@@ -49,7 +49,7 @@ class SquashingLayer(Layer):
         return lo + (hi - lo) * (y - a) / (b - a)
 
     def inverse(self, t, aux, key, first_row=0, shift=None, samples_last=False):
-        fitted = self.with_range(jnp.min(t), jnp.max(t))
+        fitted = self.with_range(*extrema(t))
         return fitted.inverse_in_range(t, shift, samples_last), fitted
 
     def with_range(self, lo, hi):
