@@ -431,6 +431,43 @@ def test_conv_moments_kernel_equals_the_patch_matrix_moments(shape, k, stride, f
     np.testing.assert_allclose(moment, want_moment, rtol=0, atol=1e-12 * np.abs(want_moment).max())
 
 
+CONV_WIDTHS_CHECK = """
+import numpy as np, jax, jax.numpy as jnp, zorb
+from zorb import blas, _blas
+from zorb.layers.conv2d import extract_patches
+from zorb.solvers import gram_moments
+rng = np.random.default_rng(0)
+worst = 0.0
+for shape, k, stride, filters in CASES:
+    x = rng.normal(size=shape)
+    kernel, bias = rng.normal(size=(k, k, shape[3], filters)), rng.normal(size=filters)
+    got = jax.jit(lambda x, w, b: blas.conv2d(x, w, stride, b))(x, kernel, bias)
+    want = blas._xla_conv2d(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(bias), stride)
+    worst = max(worst, float(jnp.abs(got - want).max() / jnp.abs(want).max()))
+    t = rng.normal(size=want.shape)
+    def reference(x, t):
+        patches = extract_patches(x, k, stride)
+        return gram_moments(patches.reshape(-1, patches.shape[-1]), t.reshape(-1, filters), bias=True)
+    for a, b in zip(jax.jit(lambda x, t: blas.conv_moments(x, t, k, stride, reference=reference))(x, t),
+                    jax.jit(reference)(x, t)):
+        worst = max(worst, float(jnp.abs(a - b).max() / jnp.abs(b).max()))
+print(_blas.vector_lanes(), worst)
+"""
+
+
+def test_conv_kernels_agree_at_every_vector_width_this_cpu_runs():
+    """The conv kernels are compiled for 8 (AVX-512), 4 (AVX2) and 2 (baseline) lanes with a
+    register block each; ZORB_VECTOR_LANES runs the narrower ones, each in a fresh process,
+    against XLA's convolution and the patch matrix's moments."""
+    from zorb import _blas
+
+    widest = _blas.vector_lanes()
+    for lanes in [w for w in (2, 4, 8) if w <= widest]:
+        used, worst = run_python(f"CASES = {CONV_CASES!r}\n" + CONV_WIDTHS_CHECK, ZORB_VECTOR_LANES=str(lanes))
+        assert int(used) == lanes
+        assert float(worst) < 1e-12, (lanes, worst)
+
+
 def test_conv_gram_fit_with_fused_moments_equals_the_patch_matrix_route(monkeypatch, rng):
     import zorb
     from zorb.layers import conv2d as conv_module

@@ -877,19 +877,38 @@ struct ConvParams {
   int64_t h, w, c, k, stride, ho, wo, f;
 };
 
-constexpr int64_t kConvBlock = 32;  // output channels accumulated at once: 4 vectors of 8
-typedef double Vector8 __attribute__((vector_size(64)));  // held in registers (AVX-512: one each)
+constexpr int64_t kConvBlock = 32;  // output channels accumulated at once
 
-__attribute__((always_inline)) inline Vector8 load8(const double* from) {
-  Vector8 v;
+// Contracted multiply-adds (the rest of this file is compiled without: -ffp-contract=off).
+#define ZORB_FMA __attribute__((optimize("fp-contract=fast")))
+
+// The kernels below are written once for a vector of V::lanes doubles and compiled for three
+// instruction sets: AVX-512 (8 lanes), AVX2 + FMA (4) and the x86-64 baseline (2), picked at
+// run time. A vector wider than the target's registers is not split into registers by GCC but
+// kept in memory (the AVX2 clone of an 8-lane version ran conv1's forward in 1,054 ms where
+// XLA takes 166), so each instruction set gets its own width and register blocking.
+template <int Lanes>
+struct Vec {
+  typedef double type __attribute__((vector_size(8 * Lanes)));
+  static constexpr int lanes = Lanes;
+};
+
+template <typename V>
+__attribute__((always_inline)) inline typename V::type load(const double* from) {
+  typename V::type v;
   std::memcpy(&v, from, sizeof v);
   return v;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void conv_rows(const ConvParams& p, int64_t row_begin, int64_t row_end) {
+template <typename V>
+__attribute__((always_inline)) inline void store(double* to, const typename V::type& v) {
+  std::memcpy(to, &v, sizeof v);
+}
+
+template <typename V>
+ZORB_FMA __attribute__((always_inline)) inline void conv_rows_impl(const ConvParams& p, int64_t row_begin, int64_t row_end) {
+  using T = typename V::type;
+  constexpr int L = V::lanes, kBlock = kConvBlock / L, kEight = 8 / L;  // vectors per 32 and per 8 channels
   const int64_t taps = p.k * p.c;  // one kernel row: (dj, c), contiguous in x
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / p.ho, i = r % p.ho;
@@ -897,38 +916,29 @@ void conv_rows(const ConvParams& p, int64_t row_begin, int64_t row_end) {
       double* o = p.out + (r * p.wo + j) * p.f;
       int64_t f0 = 0;
       for (; f0 + kConvBlock <= p.f; f0 += kConvBlock) {
-        Vector8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        if (p.bias != nullptr) {
-          a0 = load8(p.bias + f0);
-          a1 = load8(p.bias + f0 + 8);
-          a2 = load8(p.bias + f0 + 16);
-          a3 = load8(p.bias + f0 + 24);
-        }
+        T acc[kBlock];  // set lane by lane, so that it stays in registers (`= {}` zeroed it in memory)
+        for (int v = 0; v < kBlock; ++v) acc[v] = p.bias != nullptr ? load<V>(p.bias + f0 + v * L) : T{};
         for (int64_t di = 0; di < p.k; ++di) {
           const double* xs = p.x + ((n * p.h + i * p.stride + di) * p.w + j * p.stride) * p.c;
           const double* ws = p.kernel + di * taps * p.f + f0;
           for (int64_t t = 0; t < taps; ++t) {
             const double* wt = ws + t * p.f;
-            const Vector8 v = Vector8{} + xs[t];
-            a0 += v * load8(wt);
-            a1 += v * load8(wt + 8);
-            a2 += v * load8(wt + 16);
-            a3 += v * load8(wt + 24);
+            const T x = T{} + xs[t];
+            for (int v = 0; v < kBlock; ++v) acc[v] += x * load<V>(wt + v * L);
           }
         }
-        std::memcpy(o + f0, &a0, sizeof a0);
-        std::memcpy(o + f0 + 8, &a1, sizeof a1);
-        std::memcpy(o + f0 + 16, &a2, sizeof a2);
-        std::memcpy(o + f0 + 24, &a3, sizeof a3);
+        for (int v = 0; v < kBlock; ++v) store<V>(o + f0 + v * L, acc[v]);
       }
       for (; f0 + 8 <= p.f; f0 += 8) {  // blocks of 8 channels
-        Vector8 a0 = p.bias != nullptr ? load8(p.bias + f0) : Vector8{};
+        T acc[kEight];
+        for (int v = 0; v < kEight; ++v) acc[v] = p.bias != nullptr ? load<V>(p.bias + f0 + v * L) : T{};
         for (int64_t di = 0; di < p.k; ++di) {
           const double* xs = p.x + ((n * p.h + i * p.stride + di) * p.w + j * p.stride) * p.c;
           const double* ws = p.kernel + di * taps * p.f + f0;
-          for (int64_t t = 0; t < taps; ++t) a0 += (Vector8{} + xs[t]) * load8(ws + t * p.f);
+          for (int64_t t = 0; t < taps; ++t)
+            for (int v = 0; v < kEight; ++v) acc[v] += (T{} + xs[t]) * load<V>(ws + t * p.f + v * L);
         }
-        std::memcpy(o + f0, &a0, sizeof a0);
+        for (int v = 0; v < kEight; ++v) store<V>(o + f0 + v * L, acc[v]);
       }
       for (; f0 < p.f; ++f0) {  // fewer than 8 channels left
         double acc = p.bias != nullptr ? p.bias[f0] : 0.0;
@@ -940,6 +950,46 @@ void conv_rows(const ConvParams& p, int64_t row_begin, int64_t row_end) {
         o[f0] = acc;
       }
     }
+  }
+}
+
+// The instruction set the kernels run with: 8, 4 or 2 lanes, the widest this CPU has, or fewer
+// where ZORB_VECTOR_LANES asks (the tests run every width the machine can).
+int supported_lanes() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  if (__builtin_cpu_supports("avx512f")) return 8;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 4;
+#endif
+  return 2;
+}
+
+int vector_lanes() {
+  static const int lanes = [] {
+    int widest = supported_lanes();
+    const char* asked = std::getenv("ZORB_VECTOR_LANES");
+    const int wanted = asked != nullptr ? std::atoi(asked) : 0;
+    return (wanted == 2 || wanted == 4 || wanted == 8) && wanted < widest ? wanted : widest;
+  }();
+  return lanes;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ZORB_AVX512 __attribute__((target("avx512f")))
+#define ZORB_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define ZORB_AVX512
+#define ZORB_AVX2
+#endif
+
+ZORB_AVX512 ZORB_FMA void conv_rows_8(const ConvParams& p, int64_t b, int64_t e) { conv_rows_impl<Vec<8>>(p, b, e); }
+ZORB_AVX2 ZORB_FMA void conv_rows_4(const ConvParams& p, int64_t b, int64_t e) { conv_rows_impl<Vec<4>>(p, b, e); }
+ZORB_FMA void conv_rows_2(const ConvParams& p, int64_t b, int64_t e) { conv_rows_impl<Vec<2>>(p, b, e); }
+
+void conv_rows(const ConvParams& p, int64_t row_begin, int64_t row_end) {
+  switch (vector_lanes()) {
+    case 8: return conv_rows_8(p, row_begin, row_end);
+    case 4: return conv_rows_4(p, row_begin, row_end);
+    default: return conv_rows_2(p, row_begin, row_end);
   }
 }
 
@@ -992,50 +1042,54 @@ struct MomentParams {
 constexpr int64_t kPatchBlock = 64;
 
 // acc (rows of `padded` ... ) += P^T Q for a block of `count` patches P (count x padded) and
-// rows Q (count x width, row stride q_stride): 4 rows of the result at a time, `Vectors` vectors
-// of 8 columns each.
-// Contracted multiply-adds (the rest of this file is compiled without: -ffp-contract=off).
-#define ZORB_FMA __attribute__((optimize("fp-contract=fast")))
+// rows Q (count x width, row stride q_stride): Rows rows of the result at a time, Vectors vectors
+// of V::lanes columns each (Rows x Vectors accumulators held in registers).
 
-template <int Vectors>
+template <typename V, int Rows, int Vectors>
 ZORB_FMA __attribute__((always_inline)) inline void add_products(const double* p, int64_t padded, int64_t count,
                                                         const double* q, int64_t q_stride, int64_t column,
                                                         double* acc, int64_t acc_stride) {
-  for (int64_t a0 = 0; a0 < padded; a0 += 4) {
-    Vector8 sum[4][Vectors] = {};
+  using T = typename V::type;
+  constexpr int L = V::lanes;
+  for (int64_t a0 = 0; a0 < padded; a0 += Rows) {
+    T sum[Rows][Vectors];
+    for (int r = 0; r < Rows; ++r)
+      for (int v = 0; v < Vectors; ++v) sum[r][v] = T{};
     for (int64_t b = 0; b < count; ++b) {
-      Vector8 row[Vectors];
-      for (int v = 0; v < Vectors; ++v) row[v] = load8(q + b * q_stride + column + 8 * v);
+      T row[Vectors];
+      for (int v = 0; v < Vectors; ++v) row[v] = load<V>(q + b * q_stride + column + L * v);
       const double* pb = p + b * padded + a0;
-      for (int r = 0; r < 4; ++r) {
-        const Vector8 scale = Vector8{} + pb[r];
+      for (int r = 0; r < Rows; ++r) {
+        const T scale = T{} + pb[r];
         for (int v = 0; v < Vectors; ++v) sum[r][v] += scale * row[v];
       }
     }
-    for (int r = 0; r < 4; ++r)
+    for (int r = 0; r < Rows; ++r)
       for (int v = 0; v < Vectors; ++v) {
-        double* target = acc + (a0 + r) * acc_stride + column + 8 * v;
-        Vector8 now = load8(target);
-        now += sum[r][v];
-        std::memcpy(target, &now, sizeof now);
+        double* target = acc + (a0 + r) * acc_stride + column + L * v;
+        store<V>(target, load<V>(target) + sum[r][v]);
       }
   }
 }
 
-// acc (padded x width) += P^T Q, the columns in blocks of 32, then of 8.
-ZORB_FMA __attribute__((always_inline)) inline void add_block(const double* p, int64_t padded, int64_t count, const double* q,
-                                                     int64_t width, double* acc) {
+// acc (padded x width) += P^T Q; `padded` and `width` are multiples of 8. The register block:
+// 4 x 32 columns (16 of AVX-512's 32 registers), then 4 x 8; 4 x 8 with AVX2 (8 of 16); 2 x 8
+// with the baseline's 2-lane vectors (8 of 16).
+template <typename V>
+ZORB_FMA __attribute__((always_inline)) inline void add_block(const double* p, int64_t padded, int64_t count,
+                                                     const double* q, int64_t width, double* acc) {
+  constexpr int L = V::lanes;
   int64_t column = 0;
-  for (; column + 32 <= width; column += 32) add_products<4>(p, padded, count, q, width, column, acc, width);
-  for (; column < width; column += 8) add_products<1>(p, padded, count, q, width, column, acc, width);
+  if (L == 8)
+    for (; column + 32 <= width; column += 32) add_products<V, 4, 4>(p, padded, count, q, width, column, acc, width);
+  for (; column < width; column += 8) add_products<V, L == 2 ? 2 : 4, 8 / L>(p, padded, count, q, width, column, acc, width);
 }
 
 // Pixels [begin, end) into gram (padded x padded) and moment (padded x f_padded). Each patch
 // row carries a 1 after its d values (the bias column), so the sums come with the products.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-ZORB_FMA void conv_moments(const MomentParams& p, int64_t begin, int64_t end, double* gram, double* moment, int64_t f_padded) {
+template <typename V>
+ZORB_FMA __attribute__((always_inline)) inline void conv_moments_impl(const MomentParams& p, int64_t begin, int64_t end,
+                                                             double* gram, double* moment, int64_t f_padded) {
   std::vector<double> patches(kPatchBlock * p.padded, 0.0), rows(kPatchBlock * f_padded, 0.0);
   for (int64_t b = 0; b < kPatchBlock; ++b) patches[b * p.padded + p.d] = 1.0;
   const int64_t taps = p.k * p.c;
@@ -1049,8 +1103,26 @@ ZORB_FMA void conv_moments(const MomentParams& p, int64_t begin, int64_t end, do
                     sizeof(double) * taps);
       std::memcpy(rows.data() + b * f_padded, p.t + pixel * p.f, sizeof(double) * p.f);
     }
-    add_block(patches.data(), p.padded, count, patches.data(), p.padded, gram);
-    add_block(patches.data(), p.padded, count, rows.data(), f_padded, moment);
+    add_block<V>(patches.data(), p.padded, count, patches.data(), p.padded, gram);
+    add_block<V>(patches.data(), p.padded, count, rows.data(), f_padded, moment);
+  }
+}
+
+ZORB_AVX512 ZORB_FMA void conv_moments_8(const MomentParams& p, int64_t b, int64_t e, double* g, double* m, int64_t f) {
+  conv_moments_impl<Vec<8>>(p, b, e, g, m, f);
+}
+ZORB_AVX2 ZORB_FMA void conv_moments_4(const MomentParams& p, int64_t b, int64_t e, double* g, double* m, int64_t f) {
+  conv_moments_impl<Vec<4>>(p, b, e, g, m, f);
+}
+ZORB_FMA void conv_moments_2(const MomentParams& p, int64_t b, int64_t e, double* g, double* m, int64_t f) {
+  conv_moments_impl<Vec<2>>(p, b, e, g, m, f);
+}
+
+void conv_moments(const MomentParams& p, int64_t begin, int64_t end, double* gram, double* moment, int64_t f_padded) {
+  switch (vector_lanes()) {
+    case 8: return conv_moments_8(p, begin, end, gram, moment, f_padded);
+    case 4: return conv_moments_4(p, begin, end, gram, moment, f_padded);
+    default: return conv_moments_2(p, begin, end, gram, moment, f_padded);
   }
 }
 
@@ -1193,6 +1265,8 @@ PyObject* set_pool_spin(PyObject*, PyObject* args) {
 
 PyObject* pool_workers(PyObject*, PyObject*) { return PyLong_FromLong(pool().workers()); }
 
+PyObject* lanes(PyObject*, PyObject*) { return PyLong_FromLong(vector_lanes()); }
+
 PyObject* gram_parts(PyObject*, PyObject* args) {
   long long n, k;
   if (!PyArg_ParseTuple(args, "LL", &n, &k)) return nullptr;
@@ -1231,6 +1305,8 @@ PyMethodDef methods[] = {
     {"set_pool_spin", set_pool_spin, METH_VARARGS,
      "set_pool_spin(microseconds): how long an idle worker spins before it blocks."},
     {"pool_workers", pool_workers, METH_NOARGS, "pool_workers() -> int: worker threads started so far."},
+    {"vector_lanes", lanes, METH_NOARGS,
+     "vector_lanes() -> int: doubles per vector in the conv kernels (8 AVX-512, 4 AVX2, 2 baseline)."},
     {"gram_parts", gram_parts, METH_VARARGS,
      "gram_parts(n, k) -> int: the one-thread dsyrk calls an n x n Gram matrix over k rows is split into now."},
     {"handlers", handlers, METH_NOARGS, "handlers() -> {target name: PyCapsule of its XLA FFI handler}."},
