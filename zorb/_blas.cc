@@ -905,6 +905,7 @@ __attribute__((always_inline)) inline void store(double* to, const typename V::t
   std::memcpy(to, &v, sizeof v);
 }
 
+
 template <typename V>
 ZORB_FMA __attribute__((always_inline)) inline void conv_rows_impl(const ConvParams& p, int64_t row_begin, int64_t row_end) {
   using T = typename V::type;
@@ -923,7 +924,7 @@ ZORB_FMA __attribute__((always_inline)) inline void conv_rows_impl(const ConvPar
           const double* ws = p.kernel + di * taps * p.f + f0;
           for (int64_t t = 0; t < taps; ++t) {
             const double* wt = ws + t * p.f;
-            const T x = T{} + xs[t];
+            const T x = T{} + xs[t];  // a broadcast (GCC's own idiom for it)
             for (int v = 0; v < kBlock; ++v) acc[v] += x * load<V>(wt + v * L);
           }
         }
