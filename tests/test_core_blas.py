@@ -396,16 +396,24 @@ def test_conv2d_kernel_matches_xla_convolution(shape, k, stride, filters, with_b
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
 
 
-def test_conv2d_gradients_equal_xla_gradients(rng):
+@pytest.mark.parametrize("argnums", [(0, 1, 2), (1, 2), (0,), (1,)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_gradients_equal_xla_gradients(argnums, stride, rng):
+    """Through the patch-product JVP, for every subset of differentiated arguments (the input
+    images alone not differentiated: Adam's first layer), against XLA's convolution."""
     x, kernel, bias = rng.normal(size=(3, 9, 9, 2)), rng.normal(size=(3, 3, 2, 4)), rng.normal(size=4)
 
     def loss(conv):
         return lambda x, kernel, bias: jnp.sum(jnp.tanh(conv(x, kernel, bias)) ** 2)
 
-    ours = jax.grad(loss(lambda x, k, b: blas.conv2d(x, k, 2, b)), argnums=(0, 1, 2))(x, kernel, bias)
-    xla = jax.grad(loss(lambda x, k, b: blas._xla_conv2d(x, k, b, 2)), argnums=(0, 1, 2))(x, kernel, bias)
+    ours = jax.jit(jax.grad(loss(lambda x, k, b: blas.conv2d(x, k, stride, b)), argnums=argnums))(x, kernel, bias)
+    xla = jax.grad(loss(lambda x, k, b: blas._xla_conv2d(x, k, b, stride)), argnums=argnums)(x, kernel, bias)
     for a, b in zip(ours, xla):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    tangents = (rng.normal(size=x.shape), rng.normal(size=kernel.shape), rng.normal(size=bias.shape))
+    _, ours = jax.jvp(lambda x, k, b: blas.conv2d(x, k, stride, b), (x, kernel, bias), tangents)
+    _, xla = jax.jvp(lambda x, k, b: blas._xla_conv2d(x, k, b, stride), (x, kernel, bias), tangents)
+    np.testing.assert_allclose(ours, xla, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape,k,stride,filters", CONV_CASES)
