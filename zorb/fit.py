@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zorb.blas import extrema
 from zorb.errors import ConfigError, FitError
 from zorb.network import Network
 from zorb.layers.activations import SquashingLayer
@@ -195,6 +196,10 @@ def _finish(accumulated, rcond, ridge, *, solver, rows, cols):
     else:
         w, spectrum = solve_from_gram(*accumulated, rows, rcond, ridge)
     return w, spectrum, jnp.all(jnp.isfinite(w))
+
+
+_extrema = jax.jit(extrema)
+"""A chunk's min and max in one pass (``zorb.blas.extrema``)."""
 
 
 @partial(jax.jit, static_argnames=("samples_last",))
@@ -489,7 +494,8 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
             lo, hi = np.inf, -np.inf
             for wave, data in passes():
                 for t, _, _ in chain(j + 1, wave, data):
-                    lo, hi = min(lo, float(jnp.min(t))), max(hi, float(jnp.max(t)))
+                    lo_t, hi_t = _extrema(t)
+                    lo, hi = min(lo, float(lo_t)), max(hi, float(hi_t))
             layers[j] = layers[j].with_range(jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
         accumulated, t_finite = {}, True
         solving = everywhere(layer)
