@@ -905,7 +905,6 @@ __attribute__((always_inline)) inline void store(double* to, const typename V::t
   std::memcpy(to, &v, sizeof v);
 }
 
-
 template <typename V>
 ZORB_FMA __attribute__((always_inline)) inline void conv_rows_impl(const ConvParams& p, int64_t row_begin, int64_t row_end) {
   using T = typename V::type;
