@@ -304,13 +304,16 @@ def _conv2d(x, kernel, bias, stride):
     return jax.lax.platform_dependent(x, kernel, bias, cpu=native, default=partial(_xla_conv2d, stride=stride))
 
 
-def _patches(x, k: int, stride: int):
-    """(N, H, W, C) -> (N, H', W', k*k*C): every k x k patch, offsets (i, j) then channels, the
-    row order of ``kernel.reshape(k * k * C, F)``."""
+def extract_patches(x, kernel: int, stride: int):
+    """All k x k patches: (N, H, W, C) -> (N, H', W', k*k*C), whole-array slicing; offsets
+    (i, j) then channels, the row order of ``kernel.reshape(k * k * C, F)``.
+
+    One strided slice per kernel offset (k*k of them), never a loop over positions or samples.
+    """
     _, h, w, _ = x.shape
-    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
     return jnp.concatenate([x[:, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride, :]
-                            for i in range(k) for j in range(k)], axis=-1)
+                            for i in range(kernel) for j in range(kernel)], axis=-1)
 
 
 def _conv2d_jvp(stride, primals, tangents):
@@ -322,11 +325,12 @@ def _conv2d_jvp(stride, primals, tangents):
     (x, kernel, bias), (dx, dkernel, dbias) = primals, tangents
     y = _conv2d(x, kernel, bias, stride)
     k, f = kernel.shape[0], kernel.shape[3]
+    product = partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
     terms = []
     if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
-        terms.append(jnp.matmul(_patches(dx, k, stride), kernel.reshape(-1, f), precision=jax.lax.Precision.HIGHEST))
+        terms.append(product(extract_patches(dx, k, stride), kernel.reshape(-1, f)))
     if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
-        terms.append(jnp.matmul(_patches(x, k, stride), dkernel.reshape(-1, f), precision=jax.lax.Precision.HIGHEST))
+        terms.append(product(extract_patches(x, k, stride), dkernel.reshape(-1, f)))
     if not isinstance(dbias, jax.custom_derivatives.SymbolicZero) and bias.size:
         terms.append(jnp.broadcast_to(dbias, y.shape))
     return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from zorb.blas import conv2d, conv_moments
+from zorb.blas import conv2d, conv_moments, extract_patches
 from zorb.errors import ConfigError
 from zorb.layers.base import Shape, boolean, layer_class, positive_int, shape_text
 from zorb.layers.dense import ParametricLayer, glorot_uniform
@@ -27,20 +27,6 @@ second layer) BLAS wins."""
 
 def output_size(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
-
-
-def extract_patches(x, kernel: int, stride: int):
-    """All k x k patches: (N, H, W, C) -> (N, H', W', k*k*C), whole-array slicing.
-
-    One strided slice per kernel offset (k*k of them), never a loop over positions or samples.
-    """
-    _, h, w, _ = x.shape
-    ho, wo = output_size(h, kernel, stride), output_size(w, kernel, stride)
-    slices = [
-        x[:, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride, :]
-        for i in range(kernel) for j in range(kernel)
-    ]
-    return jnp.concatenate(slices, axis=-1)
 
 
 def sum_patches(patches, in_shape: Shape, kernel: int, stride: int):
