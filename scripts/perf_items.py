@@ -31,7 +31,7 @@ best of three warm runs of each jitted function:
   product: run the script once more with ``ZORB_BLAS_POOL=0`` (OpenBLAS's own spinning
   threads) to see what zorb's worker pool saves;
 - the gram solve's last step in one FFI call (``zorb.blas.gram_solve``) against its JAX code
-  (eigenvalues, then Cholesky or ``jnp``'s eigendecomposition), nothing cut, rank 367 and rank
+  (eigenvalues, then Cholesky or ``jnp``'s eigendecomposition), nothing cut, rank 367, 120 and
   60 of 1,001;
 - the Gram matrix of a 1,001 x 10,000 and a 601 x 10,000 design (one sample per column) by
   ``zorb.blas.gram``: run the script once more with ``ZORB_SPLIT_GRAM=0`` to see what the
@@ -40,7 +40,9 @@ best of three warm runs of each jitted function:
   layout) against the row layout, alternated in one process;
 - conv1's shapes (1,280 32x32x3 images, 32 3x3 filters): the forward by ``zorb.blas.conv2d``
   against XLA's convolution, and the gram solve's moments without the patch matrix
-  (``zorb.blas.conv_moments``) against the patch matrix and BLAS.
+  (``zorb.blas.conv_moments``) against the patch matrix and BLAS;
+- the global min and max of 10^7 values by ``zorb.blas.extrema`` against ``jnp.min`` and
+  ``jnp.max``.
 """
 
 import importlib
@@ -122,6 +124,7 @@ def main():
     print_split_gram(rng)
     print_fit_in_both_layouts(rng)
     print_conv(rng)
+    print_extrema(rng)
 
 
 def print_blas_and_inverses(rng):
@@ -242,7 +245,7 @@ def print_one_call_gram_solve(rng):
     from zorb.solvers import _solve_from_gram_xla
 
     rcond, ridge = jnp.asarray(1e-7), jnp.asarray(0.0)
-    for rank in (1001, 367, 60):
+    for rank in (1001, 367, 120, 60):
         m = rng.standard_normal((3000, rank)) @ rng.standard_normal((rank, 1001)) / 30
         gram, moment = jnp.asarray(m.T @ m), jnp.asarray(m.T @ rng.standard_normal((3000, 800)))
         xla = jax.jit(lambda g, b: _solve_from_gram_xla(g, b, rcond, ridge))
@@ -302,6 +305,14 @@ def print_conv(rng):
           f"zorb.blas.conv2d {best(lambda: ours(x)) * 1e3:.1f} ms; its gram solve's moments: patch matrix + BLAS "
           f"{best(lambda: jax.jit(patch_moments)(x, t)) * 1e3:.1f} ms, without the patch matrix "
           f"{best(lambda: fused(x, t)) * 1e3:.1f} ms")
+
+
+
+def print_extrema(rng):
+    x = jnp.asarray(rng.standard_normal((1000, ROWS)))
+    one, two = jax.jit(blas.extrema), jax.jit(lambda x: (jnp.min(x), jnp.max(x)))
+    print(f"global min and max of 10^7 values: jnp.min + jnp.max {best(lambda: two(x)) * 1e3:.1f} ms, "
+          f"zorb.blas.extrema (one pass) {best(lambda: one(x)) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":
