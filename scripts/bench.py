@@ -20,7 +20,11 @@ Flops are counted from the shapes (see ``fit_flops``): what the in-memory fit do
 (forward refreshes, layer forwards, backward target products and pseudoinverses) with each
 solve counted at the cheapest exact route's cost (a Gram matrix of the design matrix, its
 moment with the target, and a small eigendecomposition). ``limit_ratio`` = fit time /
-(flops / measured float64 GEMM rate): 1.0 would mean every flop ran at GEMM speed.
+(flops / measured float64 GEMM rate): 1.0 would mean every flop ran at GEMM speed. The rate
+is measured in the fits' own worker, after each warm fit (the best of those samples), so that
+both come from the same minutes: on a shared virtual machine the speed of both drifts by up
+to 30% within a run. ``limit_ratio_first_rate`` takes the rate of the run's first section
+instead.
 
 Inputs are random with MNIST's / CIFAR's shapes unless ``--dataset`` names real data: a
 ZORB fit's cost depends on shapes, not values (Adam's time to an error does depend on them).
@@ -383,6 +387,36 @@ def work_gemm(cfg):
             "wide_kernels": blas.wide_kernels(blas.openblas_cores().get("scipy")), "avx512": cpu.has_avx512(), "coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
 
 
+def gemm_sampler(size: int):
+    """A function that measures this machine's float64 GEMM rate now (GFLOP/s): one
+    ``size``^3 product each with numpy's OpenBLAS, XLA's dot and ``zorb.blas.matmul``
+    (SciPy's OpenBLAS, what the fits run), the fastest of them, as in the GEMM section. The
+    matrices are made on the first call."""
+    import numpy as np
+    import jax
+    from zorb import blas
+
+    state = {}
+
+    def sample() -> float:
+        if not state:
+            rng = np.random.default_rng(0)
+            a, b = rng.random((size, size)), rng.random((size, size))
+            state.update(a=a, b=b, ja=jax.numpy.asarray(a), jb=jax.numpy.asarray(b), product=jax.jit(blas.matmul),
+                         dot=jax.jit(jax.numpy.dot))
+            for name in ("product", "dot"):  # compiles
+                state[name](state["ja"], state["jb"]).block_until_ready()
+        best = math.inf
+        for fn in (lambda: state["a"] @ state["b"], lambda: state["product"](state["ja"], state["jb"]).block_until_ready(),
+                   lambda: state["dot"](state["ja"], state["jb"]).block_until_ready()):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        return 2.0 * size ** 3 / best / 1e9
+
+    return sample
+
+
 def work_zorb(cfg):
     """Fit once to compile, then time the warm fits, for each entry of ``cfg["runs"]`` (one
     solver each; several share this process, and so its peak RSS, in quick mode)."""
@@ -392,6 +426,7 @@ def work_zorb(cfg):
     specs = network_specs(cfg["network"])
     net = zorb.build_network(specs, x.shape[1:], output_dim=y.shape[1], seed=cfg["seed"])
     rss_before = current_rss_gib()
+    sample_gemm = gemm_sampler(cfg.get("gemm_size", 4000))
     out = {}
     for run in cfg["runs"]:
         options = dict(solver=run["solver"], rcond=run["rcond"])
@@ -400,8 +435,9 @@ def work_zorb(cfg):
         cold_wall = time.perf_counter() - start
         # Warm fits: the first ones still grow the process's heap to its working set (fresh pages
         # fault, and a page fault costs ~10 us on a virtual machine); the best of them is the
-        # steady state a sweep's worker process reaches.
-        walls = []
+        # steady state a sweep's worker process reaches. After each one, a GEMM-rate sample
+        # (the fit's peak RSS is read before the first, so the sample's matrices stay out of it).
+        walls, rates, peak = [], [], None
         for _ in range(cfg.get("warm_fits", 1)):
             start = time.perf_counter()
             trained, report = zorb.fit(net, x, y, **options)
@@ -410,6 +446,8 @@ def work_zorb(cfg):
                 warm = report
             else:
                 del report
+            peak = peak_rss_gib() if peak is None else peak
+            rates.append(sample_gemm())
         wall = min(walls)
         full, sub, accuracy = train_errors(trained, x, y, cfg.get("eval_rows"), cfg["seed"])
         out[run["solver"]] = {
@@ -417,7 +455,7 @@ def work_zorb(cfg):
             "report_fit_seconds": warm.fit_seconds, "warm_compile_seconds": warm.compile_seconds,
             "compile_seconds": cold.compile_seconds, "cold_wall_seconds": cold_wall, "train_error": full,
             "train_error_eval_rows": sub, "train_accuracy": accuracy, "layers": layer_rows(warm, cold),
-            "rss_before_fit_gib": rss_before, "peak_rss_gib": peak_rss_gib()}
+            "rss_before_fit_gib": rss_before, "peak_rss_gib": peak, "gemm_samples": rates}
         del trained
     return out
 
@@ -642,7 +680,7 @@ class Bench:
               f"{fmt_flops(flops['total'])} = refresh {flops['refresh'] / 1e9:.1f} + forward "
               f"{flops['forward'] / 1e9:.1f} + targets {flops['targets'] / 1e9:.1f} + pinv {flops['pinv'] / 1e9:.1f}"
               f" + solve (gram {flops['solve_gram'] / 1e9:.1f}, moment {flops['solve_moment'] / 1e9:.1f}, "
-              f"eig {flops['solve_small'] / 1e9:.1f}); flop-bound limit {limit:.2f} s")
+              f"eig {flops['solve_small'] / 1e9:.1f}); flop-bound limit {limit:.2f} s at the run's first GEMM rate")
         self.put(f"gflop_{tag}", flops["total"] / 1e9)
         self.put(f"limit_s_{tag}", limit)
         runs = []
@@ -653,36 +691,50 @@ class Bench:
         batches = [runs] if self.args.quick else [[run] for run in runs]
         for batch in batches:
             cfg = self.data_cfg(network, rows, shape, dataset)
-            cfg.update(task="zorb", runs=batch, warm_fits=self.args.warm_fits)
+            cfg.update(task="zorb", runs=batch, warm_fits=self.args.warm_fits,
+                       gemm_size=1000 if self.args.quick else 4000)
             results.update(run_worker(cfg, env_extra=env))
         for run in runs:
             solver = run["solver"]
             r = results[solver]
-            ratio = r["fit_seconds"] / limit
+            rate = self.beside_rate(r)
+            ratio = r["fit_seconds"] / (flops["total"] / (rate * 1e9))
+            start_ratio = r["fit_seconds"] / limit
             xla_ratio = r["fit_seconds"] / (flops["total"] / (self.xla_rate * 1e9))
             print(f"  {solver:4s} rcond {run['rcond']:.0e}: fit {r['fit_seconds']:7.2f} s  "
                   f"(best of {r['warm_fits']} warm fits; first {r['first_warm_seconds']:.2f} s)  "
-                  f"({ratio:5.2f}x the limit, {xla_ratio:4.2f}x at XLA's GEMM rate; "
+                  f"({ratio:5.2f}x the limit at the GEMM rate beside the fits, {rate:.1f} GFLOP/s; "
+                  f"{start_ratio:4.2f}x at the run's first rate; {xla_ratio:4.2f}x at XLA's; "
                   f"{flops['total'] / r['fit_seconds'] / 1e9:5.1f} GFLOP/s)  compile "
                   f"{r['compile_seconds']:5.1f} s (first fit)  peak RSS {r['peak_rss_gib']:.2f} GiB "
                   f"(before fit {r['rss_before_fit_gib']:.2f})  train error {r['train_error']:.4f} "
                   f"acc {r['train_accuracy']:.3f}")
             if not quiet:
-                self.print_layers(r["layers"], fit_flops(plan, rows, solver)["layers"])
+                self.print_layers(r["layers"], fit_flops(plan, rows, solver)["layers"], rate)
             self.put(f"fit_s_{tag}_{solver}", r["fit_seconds"])
             self.put(f"compile_s_{tag}_{solver}", r["compile_seconds"])
+            self.put(f"gemm_gflops_beside_{tag}_{solver}", rate)
             self.put(f"limit_ratio_{tag}_{solver}", ratio)
+            self.put(f"limit_ratio_first_rate_{tag}_{solver}", start_ratio)
             self.put(f"limit_ratio_xla_{tag}_{solver}", xla_ratio)
             self.put(f"peak_rss_gib_{tag}_{solver}", r["peak_rss_gib"])
             self.put(f"train_error_{tag}_{solver}", r["train_error"])
         return results, flops
 
-    def print_layers(self, layers, model):
+    def beside_rate(self, result) -> float:
+        """The GEMM rate a fit's ratio is taken against: the best of the samples its worker
+        took between and after its warm fits (``gemm_sampler``), so that the fits and the rate
+        are measured in the same minutes; this machine's speed drifts by up to 30% within a
+        run. The rate of the run's first section where a worker took none."""
+        samples = result.get("gemm_samples") or [self.gemm_rate]
+        return max(samples)
+
+    def print_layers(self, layers, model, gemm_rate=None):
         """Per parametric layer, the FitReport's stage seconds beside their flop-bound limits
         (``fit_flops``' per-layer flops at the GEMM rate); ``route/min`` is the flops of the
         solver's own route over the cheapest route's. Seconds include what each stage does
         besides flops (elementwise activations and inverses, patch extraction, copies)."""
-        rate = self.gemm_rate * 1e9
+        rate = (gemm_rate or self.gemm_rate) * 1e9
         print(f"    {'layer':>5s} {'design [A,1]':>17s} {'solve s':>8s} {'(limit)':>8s} {'route/min':>9s} "
               f"{'targets s':>9s} {'(limit)':>8s} {'forward s':>9s} {'(limit)':>8s} {'compile s':>9s}")
         for r in layers:
@@ -733,16 +785,18 @@ class Bench:
         results = self.conv_results[0] if tag == "conv1" else self.paper_conv
         conv_index = next(i + 1 for i, e in enumerate(plan) if e["kind"] == "conv2d")
         m = flops["layers"][conv_index]
-        limit = (m["solve"] + m["targets"] + m["forward"]) / (self.gemm_rate * 1e9)
         traffic = conv_layer_bytes(plan, images, conv_index - 1)
-        roofline = limit + traffic / (self.stream_rate * 1e9)
-        print(f"  {tag} conv layer: flop-bound limit {limit:.3f} s; with the {traffic / 1e9:.2f} GB it must move at "
-              f"{self.stream_rate:.1f} GB/s: {roofline:.3f} s")
+        print(f"  {tag} conv layer: {fmt_flops(m['solve'] + m['targets'] + m['forward'])}, and {traffic / 1e9:.2f} GB "
+              f"to move at {self.stream_rate:.1f} GB/s ({traffic / (self.stream_rate * 1e9):.3f} s)")
         for solver, r in results.items():
+            rate = self.beside_rate(r)
+            limit = (m["solve"] + m["targets"] + m["forward"]) / (rate * 1e9)
+            roofline = limit + traffic / (self.stream_rate * 1e9)
             layer = next(x for x in r["layers"] if x["index"] == conv_index)
             seconds = layer["solve"] + layer["target"] + layer["forward"]
-            print(f"  {tag} conv layer alone, {solver}: {seconds:.3f} s = {seconds / limit:.2f}x the flop-bound limit, "
-                  f"{seconds / roofline:.2f}x the flop + memory limit")
+            print(f"  {tag} conv layer alone, {solver}: {seconds:.3f} s = {seconds / limit:.2f}x the flop-bound limit "
+                  f"({limit:.3f} s at {rate:.1f} GFLOP/s, the rate beside its fits), {seconds / roofline:.2f}x the "
+                  f"flop + memory limit ({roofline:.3f} s)")
             self.put(f"{tag}_conv_layer_limit_ratio_{solver}", seconds / limit)
             self.put(f"{tag}_conv_layer_roofline_ratio_{solver}", seconds / roofline)
 

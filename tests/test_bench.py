@@ -19,7 +19,8 @@ EXPECTED = (
      "adam_s_conv1"]
     + [f"{key}_{net}" for net in NETWORKS for key in ("gflop", "limit_s", "adam_s")]
     + [f"{key}_{net}_{solver}" for net in (*NETWORKS, "conv1") for solver in SOLVERS
-       for key in ("fit_s", "compile_s", "limit_ratio", "peak_rss_gib", "adam_speedup")]
+       for key in ("fit_s", "compile_s", "limit_ratio", "limit_ratio_first_rate", "gemm_gflops_beside",
+                   "peak_rss_gib", "adam_speedup")]
     + [f"conv1_conv_layer_limit_ratio_{solver}" for solver in SOLVERS]
 )
 
@@ -53,3 +54,10 @@ def test_quick_bench_runs_every_section_and_ends_with_key_values():
     for net in (*NETWORKS, "conv1"):
         for solver in SOLVERS:
             assert values[f"adam_reached_{net}_{solver}"] in (0, 1)
+            # the ratio is fit time over flops at the rate measured beside the fits; the other at
+            # the first section's rate (values are printed to 4 significant digits)
+            fit, gflop = values[f"fit_s_{net}_{solver}"], values[f"gflop_{net}"]
+            beside = values[f"gemm_gflops_beside_{net}_{solver}"]
+            assert values[f"limit_ratio_{net}_{solver}"] == pytest.approx(fit / (gflop / beside), rel=2e-3)
+            assert values[f"limit_ratio_first_rate_{net}_{solver}"] == pytest.approx(
+                fit / (gflop / values["gemm_gflops"]), rel=2e-3)
