@@ -303,6 +303,51 @@ def test_gram_is_split_into_one_thread_parts_that_sum_to_numpys():
     assert parts == "1" and threads_kept == "True" and float(error) < 1e-13
 
 
+SPLIT_GEMM_CHECK = """
+import threading
+import numpy as np, jax, zorb
+from threadpoolctl import threadpool_info
+from zorb import blas, _blas
+def openblas_threads():
+    return sorted(i["num_threads"] for i in threadpool_info() if i.get("internal_api") == "openblas")
+rng = np.random.default_rng(0)
+before = openblas_threads()
+worst = 0.0
+w, x = rng.normal(size=(300, 200)), rng.normal(size=(300, 4099))  # 4,099 output columns: halves not 8-aligned
+t = rng.normal(size=(4099, 300))
+cases = ((w, x, True, False), (w, t, True, True), (w.T.copy(), x, False, False), (w.T.copy(), t, False, True))
+for a, b, ta, tb in cases:
+    got = np.asarray(jax.jit(lambda a, b: blas.matmul(a, b, transpose_a=ta, transpose_b=tb))(a, b))
+    want = (a.T if ta else a) @ (b.T if tb else b)
+    worst = max(worst, float(np.abs(got - want).max() / np.abs(want).max()))
+results = [None] * 3
+product = jax.jit(lambda a, b: blas.matmul(a, b, transpose_a=True))
+def one(i):
+    want = (i + 1) * (w.T @ x)
+    results[i] = max(float(np.abs(np.asarray(product(w, x * (i + 1))) - want).max() / np.abs(want).max())
+                     for _ in range(5))
+threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+for th in threads: th.start()
+for th in threads: th.join()
+print(_blas.gemm_parts(200, 4099, 300), _blas.gemm_parts(200, 2000, 300), _blas.gemm_parts(4000, 4099, 300),
+      openblas_threads() == before, max(worst, *results))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the split needs two cores")
+def test_a_product_with_few_rows_and_many_columns_is_split_into_one_thread_parts():
+    """With zorb's pool and two cores, a product of few output rows and many columns (a dense
+    layer on samples-last arrays) is one one-thread dgemm per core on its share of the columns:
+    numpy's result to rounding for every transpose pair and for halves that do not fall on 8
+    columns, also from three threads at once, and OpenBLAS's thread count as it was. Few
+    columns, many rows, and ZORB_SPLIT_GEMM=0 keep OpenBLAS's threaded call."""
+    parts, few_columns, many_rows, threads_kept, error = run_python(SPLIT_GEMM_CHECK)
+    assert int(parts) >= 2 and few_columns == "1" and many_rows == "1" and threads_kept == "True"
+    assert float(error) < 1e-13
+    parts, few_columns, many_rows, threads_kept, error = run_python(SPLIT_GEMM_CHECK, ZORB_SPLIT_GEMM="0")
+    assert parts == "1" and threads_kept == "True" and float(error) < 1e-13
+
+
 def test_zorb_blas_pool_0_leaves_openblas_its_own_threads():
     shared, workers, error = run_python(POOL_CHECK, ZORB_BLAS_POOL="0")
     assert (shared, workers) == ("False", "0")

@@ -233,6 +233,25 @@ int affinity_cores() {
   return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
 }
 
+// How many one-thread dgemm calls a row-major m x n product over k is split into, each on its
+// own columns of the output (1: OpenBLAS's own threaded call). For a product with few output rows
+// and many columns (a dense layer's forward and backward on samples-last arrays: m = 100-1,000
+// units, n = N), OpenBLAS's threads share one packed panel of the small operand and wait for
+// each other at every block; independent halves ran 2-15% faster on a 2-core AVX2 machine
+// (10,000 samples, docs/performance.md). The same conditions as the Gram split; ZORB_SPLIT_GEMM=0
+// turns it off.
+int split_gemm_parts(int64_t n, int64_t m, int64_t k) {
+  static const bool enabled = [] {
+    const char* value = std::getenv("ZORB_SPLIT_GEMM");
+    return value == nullptr || std::strcmp(value, "0") != 0;
+  }();
+  if (!enabled || installed_in == nullptr || set_thread_count == nullptr || n < 4096 || m < 128 || m > 2048 ||
+      k < 64)
+    return 1;
+  const int threads = get_thread_count();
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, affinity_cores(), n / 2048, 8})));
+}
+
 // C (m x n) = op(A) @ op(B), op = transpose when asked.
 ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::ResultBuffer<ffi::F64> c,
                       bool transpose_a, bool transpose_b) {
@@ -256,8 +275,40 @@ ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::Res
   int rows = static_cast<int>(n), cols = static_cast<int>(m), inner = static_cast<int>(k);
   int ld_b = static_cast<int>(bd[1]), ld_a = static_cast<int>(ad[1]), ld_c = static_cast<int>(n);
   double one = 1.0, zero = 0.0;
-  dgemm(&trans_b, &trans_a, &rows, &cols, &inner, &one, b.typed_data(), &ld_b, a.typed_data(), &ld_a, &zero, out,
-        &ld_c);
+  const double* b_data = b.typed_data();
+  static std::mutex split_mutex;
+  std::unique_lock<std::mutex> split_lock(split_mutex, std::defer_lock);
+  int parts = split_gemm_parts(n, m, k);
+  if (parts > 1) {
+    split_lock.lock();
+    parts = split_gemm_parts(n, m, k);
+  }
+  if (parts > 1) {
+    struct Context {
+      char trans_b, trans_a;
+      int rows, cols, inner, ld_b, ld_a, ld_c, parts;
+      const double *a, *b;
+      double* c;
+    } context{trans_b, trans_a, rows, cols, inner, ld_b, ld_a, ld_c, parts, a.typed_data(), b_data, out};
+    const int previous = get_thread_count();
+    set_thread_count(1);
+    pool().run(parts, [](void* raw, int index) {
+      auto* c = static_cast<Context*>(raw);
+      // column-major rows [begin, end) of C^T: rows of op(B)^T, i.e. entries of B's columns
+      // ('N', contiguous) or whole columns ('T', ld_b apart)
+      const int64_t begin = static_cast<int64_t>(c->rows) * index / c->parts / 8 * 8;
+      const int64_t end = index + 1 == c->parts ? c->rows : static_cast<int64_t>(c->rows) * (index + 1) / c->parts / 8 * 8;
+      int rows = static_cast<int>(end - begin), cols = c->cols, inner = c->inner, ld_b = c->ld_b, ld_a = c->ld_a,
+          ld_c = c->ld_c;
+      char tb = c->trans_b, ta = c->trans_a;
+      double one = 1.0, zero = 0.0;
+      const double* b = c->b + (tb == 'N' ? begin : begin * ld_b);
+      dgemm(&tb, &ta, &rows, &cols, &inner, &one, b, &ld_b, c->a, &ld_a, &zero, c->c + begin, &ld_c);
+    }, &context);
+    set_thread_count(previous);
+    return ffi::Error::Success();
+  }
+  dgemm(&trans_b, &trans_a, &rows, &cols, &inner, &one, b_data, &ld_b, a.typed_data(), &ld_a, &zero, out, &ld_c);
   return ffi::Error::Success();
 }
 
@@ -1273,6 +1324,12 @@ PyObject* gram_parts(PyObject*, PyObject* args) {
   return PyLong_FromLong(split_gram_parts(n, k));
 }
 
+PyObject* gemm_parts(PyObject*, PyObject* args) {
+  long long m, n, k;
+  if (!PyArg_ParseTuple(args, "LLL", &m, &n, &k)) return nullptr;
+  return PyLong_FromLong(split_gemm_parts(n, m, k));
+}
+
 PyObject* set_log_constants(PyObject*, PyObject* args) {
   LogConstants c;
   if (!PyArg_ParseTuple(args, "dd(ddddddd)", &c.ln2_hi, &c.ln2_lo, &c.series[0], &c.series[1], &c.series[2],
@@ -1309,6 +1366,8 @@ PyMethodDef methods[] = {
      "vector_lanes() -> int: doubles per vector in the conv kernels (8 AVX-512, 4 AVX2, 2 baseline)."},
     {"gram_parts", gram_parts, METH_VARARGS,
      "gram_parts(n, k) -> int: the one-thread dsyrk calls an n x n Gram matrix over k rows is split into now."},
+    {"gemm_parts", gemm_parts, METH_VARARGS,
+     "gemm_parts(m, n, k) -> int: the one-thread dgemm calls an m x n product over k is split into now (along n)."},
     {"handlers", handlers, METH_NOARGS, "handlers() -> {target name: PyCapsule of its XLA FFI handler}."},
     {nullptr, nullptr, 0, nullptr}};
 
