@@ -12,7 +12,7 @@ flop-bound limit, peak memory, and Adam's time to the same training error.
 Every measurement runs in a fresh Python subprocess (``--worker``), so its peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss`` of that process) is its own and the thread settings
 of the environment apply from the first import. Each ZORB configuration is fitted once to
-compile (its compile time is reported), then timed on ``--warm-fits`` warm fits (default 3):
+compile (its compile time is reported), then timed on ``--warm-fits`` warm fits (default 5):
 the best is reported, and the first beside it (the first warm fits still grow the heap: page
 faults, costly on a virtual machine).
 
@@ -976,7 +976,7 @@ def parse_args(argv=None):
     parser.add_argument("--memory-solver", default="gram", choices=("qr", "gram"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warm-fits", type=int, help="timed fits after the compiling one, best reported "
-                                                       "(default 3; quick 1)")
+                                                       "(default 5; quick 1)")
     parser.add_argument("--openblas-coretype", default="environment", metavar="{environment,auto,NAME}",
                         help="OpenBLAS kernels for every measurement: as the environment sets them (default), "
                              "auto (an OPENBLAS_CORETYPE in the environment is dropped: OpenBLAS's detection, "
@@ -1005,7 +1005,7 @@ def parse_args(argv=None):
     if args.networks is None:
         args.networks = "mnist_6,mnist_11,conv1"
     if args.warm_fits is None:
-        args.warm_fits = 1 if args.quick else 3
+        args.warm_fits = 1 if args.quick else 5
     if args.warm_fits < 1:
         parser.error("--warm-fits must be at least 1")
     if args.dataset == "auto":
