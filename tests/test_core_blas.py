@@ -320,13 +320,19 @@ for a, b, ta, tb in cases:
     got = np.asarray(jax.jit(lambda a, b: blas.matmul(a, b, transpose_a=ta, transpose_b=tb))(a, b))
     want = (a.T if ta else a) @ (b.T if tb else b)
     worst = max(worst, float(np.abs(got - want).max() / np.abs(want).max()))
-results = [None] * 3
+results = [None] * 5
 product = jax.jit(lambda a, b: blas.matmul(a, b, transpose_a=True))
+gram = jax.jit(lambda x: blas.gram(x))
+g = rng.normal(size=(3001, 150))
 def one(i):
     want = (i + 1) * (w.T @ x)
     results[i] = max(float(np.abs(np.asarray(product(w, x * (i + 1))) - want).max() / np.abs(want).max())
                      for _ in range(5))
-threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+def one_gram(i):  # Gram splits at the same time: they set the same thread count
+    want = (i + 1) ** 2 * (g.T @ g)
+    results[i] = max(float(np.abs(np.asarray(gram(g * (i + 1))) - want).max() / np.abs(want).max())
+                     for _ in range(5))
+threads = [threading.Thread(target=one if i < 3 else one_gram, args=(i,)) for i in range(5)]
 for th in threads: th.start()
 for th in threads: th.join()
 print(_blas.gemm_parts(200, 4099, 300), _blas.gemm_parts(200, 2000, 300), _blas.gemm_parts(4000, 4099, 300),
@@ -339,7 +345,9 @@ def test_a_product_with_few_rows_and_many_columns_is_split_into_one_thread_parts
     """With zorb's pool and two cores, a product of few output rows and many columns (a dense
     layer on samples-last arrays) is one one-thread dgemm per core on its share of the columns:
     numpy's result to rounding for every transpose pair and for halves that do not fall on 8
-    columns, also from three threads at once, and OpenBLAS's thread count as it was. Few
+    columns, also from three threads at once beside two splitting Gram matrices (one split at
+    a time: each sets the process's OpenBLAS thread count to 1 and back), and OpenBLAS's thread
+    count as it was. Few
     columns, many rows, and ZORB_SPLIT_GEMM=0 keep OpenBLAS's threaded call."""
     parts, few_columns, many_rows, threads_kept, error = run_python(SPLIT_GEMM_CHECK)
     assert int(parts) >= 2 and few_columns == "1" and many_rows == "1" and threads_kept == "True"

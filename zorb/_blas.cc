@@ -233,6 +233,14 @@ int affinity_cores() {
   return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
 }
 
+// Held by every call split into one-thread parts (Gram matrices, products): each sets
+// OpenBLAS's process-wide thread count to 1 and back, and two interleaved ones could restore
+// the other's 1 for good.
+std::mutex& split_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 // How many one-thread dgemm calls a row-major m x n product over k is split into, each on its
 // own columns of the output (1: OpenBLAS's own threaded call). For a product with few output rows
 // and many columns (a dense layer's forward and backward on samples-last arrays: m = 100-1,000
@@ -276,8 +284,7 @@ ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::Res
   int ld_b = static_cast<int>(bd[1]), ld_a = static_cast<int>(ad[1]), ld_c = static_cast<int>(n);
   double one = 1.0, zero = 0.0;
   const double* b_data = b.typed_data();
-  static std::mutex split_mutex;
-  std::unique_lock<std::mutex> split_lock(split_mutex, std::defer_lock);
+  std::unique_lock<std::mutex> split_lock(split_mutex(), std::defer_lock);
   int parts = split_gemm_parts(n, m, k);
   if (parts > 1) {
     split_lock.lock();
@@ -345,10 +352,7 @@ ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool
   char uplo = 'U', trans = rows ? 'T' : 'N';
   int size = static_cast<int>(n), inner = static_cast<int>(k), ld_a = static_cast<int>(ad[1]), ld_g = size;
   double one = 1.0, zero = 0.0;
-  // One split at a time: each sets OpenBLAS's (process-wide) thread count to 1 and back, and
-  // two interleaved ones could restore the other's 1 for good.
-  static std::mutex split_mutex;
-  std::unique_lock<std::mutex> split_lock(split_mutex, std::defer_lock);
+  std::unique_lock<std::mutex> split_lock(split_mutex(), std::defer_lock);
   int parts = split_gram_parts(n, k);
   if (parts > 1) {
     split_lock.lock();
