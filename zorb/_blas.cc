@@ -241,6 +241,26 @@ std::mutex& split_mutex() {
   return mutex;
 }
 
+// The parts a split call runs in: `parts_now()` asked again under split_mutex (another split
+// may have changed the thread count meanwhile); `lock` holds the mutex while more than one.
+template <typename PartsNow>
+int lock_split(std::unique_lock<std::mutex>& lock, PartsNow parts_now) {
+  int parts = parts_now();
+  if (parts > 1) {
+    lock.lock();
+    parts = parts_now();
+  }
+  return parts;
+}
+
+// job(context, i) for every part on the pool, OpenBLAS set to one thread meanwhile and back.
+void run_one_thread_parts(int parts, WorkerPool::Job job, void* context) {
+  const int previous = get_thread_count();
+  set_thread_count(1);
+  pool().run(parts, job, context);
+  set_thread_count(previous);
+}
+
 // How many one-thread dgemm calls a row-major m x n product over k is split into, each on its
 // own columns of the output (1: OpenBLAS's own threaded call). For a product with few output rows
 // and many columns (a dense layer's forward and backward on samples-last arrays: m = 100-1,000
@@ -285,11 +305,7 @@ ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::Res
   double one = 1.0, zero = 0.0;
   const double* b_data = b.typed_data();
   std::unique_lock<std::mutex> split_lock(split_mutex(), std::defer_lock);
-  int parts = split_gemm_parts(n, m, k);
-  if (parts > 1) {
-    split_lock.lock();
-    parts = split_gemm_parts(n, m, k);
-  }
+  const int parts = lock_split(split_lock, [&] { return split_gemm_parts(n, m, k); });
   if (parts > 1) {
     struct Context {
       char trans_b, trans_a;
@@ -297,9 +313,7 @@ ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::Res
       const double *a, *b;
       double* c;
     } context{trans_b, trans_a, rows, cols, inner, ld_b, ld_a, ld_c, parts, a.typed_data(), b_data, out};
-    const int previous = get_thread_count();
-    set_thread_count(1);
-    pool().run(parts, [](void* raw, int index) {
+    run_one_thread_parts(parts, [](void* raw, int index) {
       auto* c = static_cast<Context*>(raw);
       // column-major rows [begin, end) of C^T: rows of op(B)^T, i.e. entries of B's columns
       // ('N', contiguous) or whole columns ('T', ld_b apart)
@@ -312,7 +326,6 @@ ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::Res
       const double* b = c->b + (tb == 'N' ? begin : begin * ld_b);
       dgemm(&tb, &ta, &rows, &cols, &inner, &one, b, &ld_b, c->a, &ld_a, &zero, c->c + begin, &ld_c);
     }, &context);
-    set_thread_count(previous);
     return ffi::Error::Success();
   }
   dgemm(&trans_b, &trans_a, &rows, &cols, &inner, &one, b_data, &ld_b, a.typed_data(), &ld_a, &zero, out, &ld_c);
@@ -353,11 +366,7 @@ ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool
   int size = static_cast<int>(n), inner = static_cast<int>(k), ld_a = static_cast<int>(ad[1]), ld_g = size;
   double one = 1.0, zero = 0.0;
   std::unique_lock<std::mutex> split_lock(split_mutex(), std::defer_lock);
-  int parts = split_gram_parts(n, k);
-  if (parts > 1) {
-    split_lock.lock();
-    parts = split_gram_parts(n, k);  // another split may have changed the thread count meanwhile
-  }
+  const int parts = lock_split(split_lock, [&] { return split_gram_parts(n, k); });
   if (parts > 1) {
     // Each worker a one-thread dsyrk on its share of the inner dimension, the parts summed:
     // OpenBLAS's threaded dsyrk synchronises its threads at every block of the inner
@@ -382,16 +391,13 @@ ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool
       char uplo, trans;
       int size, ld_a;
     } context{&work, uplo, trans, size, ld_a};
-    const int previous = get_thread_count();
-    set_thread_count(1);
-    pool().run(parts, [](void* raw, int index) {
+    run_one_thread_parts(parts, [](void* raw, int index) {
       auto* c = static_cast<Context*>(raw);
       Part& part = (*c->work)[index];
       double one = 1.0, zero = 0.0;
       int size = c->size, inner = part.inner, ld_a = c->ld_a, ld_g = c->size;
       dsyrk(&c->uplo, &c->trans, &size, &inner, &one, part.a, &ld_a, &zero, part.g, &ld_g);
     }, &context);
-    set_thread_count(previous);
     for (int p = 1; p < parts; ++p) {
       const double* add = extra.get() + (p - 1) * n * n;
       for (int64_t j = 0; j < n; ++j)
