@@ -1,4 +1,4 @@
-"""zorb's command line: compose a Hydra config from conf/ and run it (zorb.runner).
+"""zorb's command line: compose a Hydra config from conf/ and run it (zorb.runner.job).
 
     python run.py                                          # the default example (mnist_5k, conv_dense)
     python run.py dataset=iris network=iris solver.rcond=1e-9 seed=3
@@ -7,20 +7,22 @@
     python run.py --cfg job --resolve                      # print the composed config
 """
 
-import zorb  # noqa: F401  (first: it sets up OpenBLAS before anything loads it; zorb.cpu)
+from zorb.kernels.tuning import tune_process
 
-import hydra
-from omegaconf import DictConfig
+tune_process()  # first: OpenBLAS reads its kernel choice when numpy loads it (zorb.kernels.cpu)
 
-from zorb import experiments, runner
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-# experiments/*.yaml become the options of the `experiment` group (zorb/experiments.py)
+from zorb.runner import experiments, job  # noqa: E402
+
+# experiments/*.yaml become the options of the `experiment` group (zorb/runner/experiments.py)
 experiments.register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    runner.cli(cfg)
+    job.cli(cfg)
 
 
 if __name__ == "__main__":

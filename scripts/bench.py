@@ -55,7 +55,7 @@ ADAM_LR = {"mnist_6": 1e-3, "mnist_11": 5e-4, "conv1": 1e-3}
 
 RCOND = {"svd": 1e-15, "qr": 1e-15, "gram": 1e-7}
 """The paper's feed-forward rcond for svd/qr; gram squares the condition number, so float64
-honours nothing below ~7.5e-8 (``zorb.solvers.gram_min_rcond``): 1e-7."""
+honours nothing below ~7.5e-8 (``zorb.core.solvers.gram_min_rcond``): 1e-7."""
 CONV_RCOND = 1e-2
 """The paper's single-conv-layer CNN runs (conv1) used rcond 1e-2."""
 CLASSES = 10
@@ -156,7 +156,7 @@ def route_solve_flops(solver: str, rows: int, d: int, k: int) -> float:
 
 
 def fit_flops(plan, n: int, solver: str = "gram") -> dict:
-    """Flops of the in-memory fit (``zorb.fit._fit_in_memory``) on n samples, by stage.
+    """Flops of the in-memory fit (``zorb.core.fit._fit_in_memory``) on n samples, by stage.
 
     - refresh: before each parametric layer's solve, the forward pass from that layer to
       the top (a softmax above needs its normalisers for the current input);
@@ -240,7 +240,7 @@ def conv_layer_bytes(plan, n: int, index: int) -> float:
 
 
 def chunked_fit_flops(plan, n: int, solver: str) -> float:
-    """Flops of the streamed fit (``zorb.fit._fit_chunked``): every pass over the rows
+    """Flops of the streamed fit (``zorb.core.fit._fit_chunked``): every pass over the rows
     recomputes the layer input from X through all trained layers below; per parametric layer
     one observation pass (forward to the top), one range pass per Sigmoid/Tanh above (targets
     from the top down to it) and one accumulation pass (targets + the solver's accumulation)."""
@@ -350,7 +350,8 @@ def work_gemm(cfg):
     import numpy as np
     import jax
     import jax.numpy as jnp
-    from zorb import blas, cpu
+    from zorb.kernels import blas
+    from zorb.kernels import cpu
 
     n, repeats = cfg["size"], cfg["repeats"]
     rng = np.random.default_rng(0)
@@ -371,7 +372,7 @@ def work_gemm(cfg):
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     dot = jax.jit(jnp.dot)
     xla_rate = best(lambda: dot(ja, jb).block_until_ready())
-    # What the fit's products run at: zorb.blas (dgemm through an XLA FFI call) when it is on.
+    # What the fit's products run at: zorb.kernels.blas (dgemm through an XLA FFI call) when it is on.
     product = jax.jit(blas.matmul)
     zorb_rate = best(lambda: product(ja, jb).block_until_ready())
     # Memory bandwidth: XLA reading and writing a 256 MiB float64 array once (bytes read + written).
@@ -389,12 +390,12 @@ def work_gemm(cfg):
 
 def gemm_sampler(size: int):
     """A function that measures this machine's float64 GEMM rate now (GFLOP/s): one
-    ``size``^3 product each with numpy's OpenBLAS, XLA's dot and ``zorb.blas.matmul``
+    ``size``^3 product each with numpy's OpenBLAS, XLA's dot and ``zorb.kernels.blas.matmul``
     (SciPy's OpenBLAS, what the fits run), the fastest of them, as in the GEMM section. The
     matrices are made on the first call."""
     import numpy as np
     import jax
-    from zorb import blas
+    from zorb.kernels import blas
 
     state = {}
 
@@ -543,7 +544,9 @@ WORKERS = {"gemm": work_gemm, "zorb": work_zorb, "adam": work_adam, "memory": wo
 
 
 def worker_main(text: str) -> None:
-    import zorb  # noqa: F401  (before anything loads OpenBLAS: zorb.cpu picks its kernels)
+    from zorb.kernels.tuning import tune_process
+
+    tune_process()  # before anything loads OpenBLAS: zorb.kernels.cpu picks its kernels
 
     cfg = json.loads(text)
     if cfg.get("openblas_limit"):
@@ -639,15 +642,15 @@ class Bench:
         r = run_worker({"task": "gemm", "size": size, "repeats": 3})
         self.gemm_rate = max(r["numpy_gflops"], r["xla_gflops"], r["zorb_gflops"])
         self.xla_rate = r["xla_gflops"]
-        route = ("XLA: zorb.blas is off" if not r["blas"] else "dgemm via XLA FFI" if r["gemm_native"]
+        route = ("XLA: zorb.kernels.blas is off" if not r["blas"] else "dgemm via XLA FFI" if r["gemm_native"]
                  else "XLA's dot: faster than these OpenBLAS kernels")
         print(f"numpy (OpenBLAS): {r['numpy_gflops']:.1f} GFLOP/s   XLA jnp.dot: {r['xla_gflops']:.1f} GFLOP/s   "
-              f"zorb.blas.matmul ({route}): {r['zorb_gflops']:.1f} GFLOP/s   "
+              f"zorb.kernels.blas.matmul ({route}): {r['zorb_gflops']:.1f} GFLOP/s   "
               f"-> limit uses {self.gemm_rate:.1f} GFLOP/s;  memory: XLA streams {r['stream_gbs']:.1f} GB/s "
               f"(read + write of a 256 MiB array)")
         cores = r["cores"]
         pool = "on zorb's worker pool" if r["shared_pool"] else "on its own threads"
-        print(f"OpenBLAS kernels: numpy {cores.get('numpy')}, SciPy (jaxlib's LAPACK, zorb.blas) {cores.get('scipy')}; "
+        print(f"OpenBLAS kernels: numpy {cores.get('numpy')}, SciPy (jaxlib's LAPACK, zorb.kernels.blas) {cores.get('scipy')}; "
               f"OPENBLAS_CORETYPE={r['coretype_env'] or '(unset)'}; CPU AVX-512: {'yes' if r['avx512'] else 'no'}; "
               f"SciPy's OpenBLAS runs its parallel jobs {pool}")
         narrow = r["avx512"] and not r["wide_kernels"]
@@ -980,7 +983,7 @@ def parse_args(argv=None):
     parser.add_argument("--openblas-coretype", default="environment", metavar="{environment,auto,NAME}",
                         help="OpenBLAS kernels for every measurement: as the environment sets them (default), "
                              "auto (an OPENBLAS_CORETYPE in the environment is dropped: OpenBLAS's detection, "
-                             "or zorb.cpu's AVX-512 choice), or a core name such as SkylakeX or Haswell")
+                             "or zorb.kernels.cpu's AVX-512 choice), or a core name such as SkylakeX or Haswell")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

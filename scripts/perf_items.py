@@ -6,7 +6,7 @@
 Glorot weights of the mnist_6 network (784-1000-800-600-400-200-10), 10,000 uniform rows,
 best of three warm runs of each jitted function:
 
-- the five backward pseudoinverses (layers 2-6) by SVD and by ``zorb.solvers.pseudoinverse``
+- the five backward pseudoinverses (layers 2-6) by SVD and by ``zorb.core.solvers.pseudoinverse``
   (its Gram route for well-conditioned matrices), once each (cached) or once per layer
   below (uncached);
 - the forward from every layer to the top: what a refresh before each solve costs, and what
@@ -15,47 +15,55 @@ best of three warm runs of each jitted function:
   paper's code) against zorb's svd, qr and gram routes;
 - a tanh, ``2 * x`` (an XLA loop fusion) over 10,000 x 1,000 entries and a 10,000 x 1,000 x 800
   product: run the script once more with ``ZORB_MALLOC_TUNING=0`` to see what
-  ``zorb.allocator`` saves on them;
-- the products through BLAS (``zorb.blas``) against XLA's own: a 10,000 x 1,000 x 800
+  ``zorb.kernels.allocator`` saves on them;
+- the products through BLAS (``zorb.kernels.blas``) against XLA's own: a 10,000 x 1,000 x 800
   product, the Gram matrix and the moment ``A^T T`` of a 10,000 x 1,000 design;
-- the Tanh/Sigmoid inverses (``zorb.special``) against XLA's ``arctanh`` and ``log`` of the
+- the Tanh/Sigmoid inverses (``zorb.kernels.special``) against XLA's ``arctanh`` and ``log`` of the
   odds on 10,000 x 800 entries, and a whole Tanh/Sigmoid target inverse (range map, inverse,
   the bias below subtracted) by the one-pass kernel and by XLA;
 - the gram route's last step on 1,001^2 normal equations: eigenvectors against the
   eigenvalues + Cholesky it takes when nothing is cut; the eigenvalues alone by
-  ``jnp.linalg.eigvalsh`` and by ``zorb.blas.eigvalsh``; a 1000 x 900 pseudoinverse by SVD, by
+  ``jnp.linalg.eigvalsh`` and by ``zorb.kernels.blas.eigvalsh``; a 1000 x 900 pseudoinverse by SVD, by
   the Gram matrix's eigenvectors and by its eigenvalues + Cholesky;
 - the whole gram fit of mnist_6 with the products through BLAS and through XLA, alternated
   in one process (two fits each, the first compiling);
 - a Tanh inverse of 10,000 x 600 entries alone and right after a 10,000 x 1,000 x 1,000
   product: run the script once more with ``ZORB_BLAS_POOL=0`` (OpenBLAS's own spinning
   threads) to see what zorb's worker pool saves;
-- the gram solve's last step in one FFI call (``zorb.blas.gram_solve``) against its JAX code
+- the gram solve's last step in one FFI call (``zorb.kernels.blas.gram_solve``) against its JAX code
   (eigenvalues, then Cholesky or ``jnp``'s eigendecomposition), nothing cut, rank 367, 120 and
   60 of 1,001;
 - the Gram matrix of a 1,001 x 10,000 and a 601 x 10,000 design (one sample per column) by
-  ``zorb.blas.gram``: run the script once more with ``ZORB_SPLIT_GRAM=0`` to see what the
+  ``zorb.kernels.blas.gram``: run the script once more with ``ZORB_SPLIT_GRAM=0`` to see what the
   one-thread parts save over OpenBLAS's threaded ``dsyrk``;
 - the whole gram fit of mnist_6 and mnist_11 on transposed arrays (``zorb.fit``'s samples-last
   layout) against the row layout, alternated in one process;
-- conv1's shapes (1,280 32x32x3 images, 32 3x3 filters): the forward by ``zorb.blas.conv2d``
+- conv1's shapes (1,280 32x32x3 images, 32 3x3 filters): the forward by ``zorb.kernels.blas.conv2d``
   against XLA's convolution, and the gram solve's moments without the patch matrix
-  (``zorb.blas.conv_moments``) against the patch matrix and BLAS;
-- the global min and max of 10^7 values by ``zorb.blas.extrema`` against ``jnp.min`` and
+  (``zorb.kernels.blas.conv_moments``) against the patch matrix and BLAS;
+- the global min and max of 10^7 values by ``zorb.kernels.blas.extrema`` against ``jnp.min`` and
   ``jnp.max``.
 """
 
 import importlib
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from zorb.kernels.tuning import tune_process
 
-import zorb
-from zorb import allocator, blas, special, timing
-from zorb.layers import Sigmoid, Tanh
-from zorb.solvers import _pseudoinverse_svd, lstsq_gram, lstsq_qr, lstsq_svd, pseudoinverse, solve_from_gram
+tune_process()  # before numpy loads OpenBLAS, as run.py does
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import zorb  # noqa: E402
+import zorb.core  # noqa: E402,F401  (float64)
+from zorb.kernels import allocator
+from zorb.kernels import blas
+from zorb.kernels import special
+from zorb.core import timing
+from zorb.core.layers import Sigmoid, Tanh
+from zorb.core.solvers import _pseudoinverse_svd, lstsq_gram, lstsq_qr, lstsq_svd, pseudoinverse, solve_from_gram
 
 SIZES = (784, 1000, 800, 600, 400, 200, 10)
 ROWS = 10_000
@@ -149,7 +157,7 @@ def print_blas_and_inverses(rng):
     }
     for name, (ours, xla, arg) in inverses.items():
         ours, xla = jax.jit(ours), jax.jit(xla)
-        print(f"{name} of {ROWS:,} x 800 entries: zorb.special {best(lambda: ours(arg)) * 1e3:.1f} ms, "
+        print(f"{name} of {ROWS:,} x 800 entries: zorb.kernels.special {best(lambda: ours(arg)) * 1e3:.1f} ms, "
               f"XLA {best(lambda: xla(arg)) * 1e3:.1f} ms")
     # The whole Tanh/Sigmoid inverse of a target (range map, atanh/logit, the bias of the dense
     # layer below subtracted): the one-pass kernel against the same arithmetic in XLA.
@@ -179,7 +187,7 @@ def print_gram_solve(rng):
           f"eigenvalues + Cholesky {best(lambda: ours(gram, moment)):.3f} s (relative difference {gap:.1e})")
     values_jax, values_lapack = jax.jit(jnp.linalg.eigvalsh), jax.jit(blas.eigvalsh)
     print(f"eigenvalues of the 1,001^2 Gram matrix: jnp.linalg.eigvalsh (computes the eigenvectors too) "
-          f"{best(lambda: values_jax(gram)) * 1e3:.1f} ms, zorb.blas.eigvalsh (dsyevd, no eigenvectors) "
+          f"{best(lambda: values_jax(gram)) * 1e3:.1f} ms, zorb.kernels.blas.eigvalsh (dsyevd, no eigenvectors) "
           f"{best(lambda: values_lapack(gram)) * 1e3:.1f} ms")
     # A Glorot 1000 x 900 weight matrix's pseudoinverse: the previous Gram route (eigenvectors)
     # against the current one (eigenvalues decide, Cholesky solves) and the SVD.
@@ -198,7 +206,7 @@ def print_gram_solve(rng):
 
 def print_fit_with_and_without_blas(rng, weights):
     if not blas.NATIVE:
-        print("whole fit: zorb.blas is off (ZORB_NATIVE_BLAS=0 or the extension is not built)")
+        print("whole fit: zorb.kernels.blas is off (ZORB_NATIVE_BLAS=0 or the extension is not built)")
         return
     specs = []
     for units in SIZES[1:-1]:
@@ -242,7 +250,7 @@ def print_inverse_after_a_product(rng):
 
 
 def print_one_call_gram_solve(rng):
-    from zorb.solvers import _solve_from_gram_xla
+    from zorb.core.solvers import _solve_from_gram_xla
 
     rcond, ridge = jnp.asarray(1e-7), jnp.asarray(0.0)
     for rank in (1001, 367, 120, 60):
@@ -256,7 +264,7 @@ def print_one_call_gram_solve(rng):
 
 
 def print_split_gram(rng):
-    from zorb import _blas
+    from zorb.kernels import _blas
 
     gram = jax.jit(lambda a: blas.gram(a, rows=True))
     rates = []
@@ -268,7 +276,7 @@ def print_split_gram(rng):
 
 
 def print_fit_in_both_layouts(rng):
-    fit_module = importlib.import_module("zorb.fit")
+    fit_module = importlib.import_module("zorb.core.fit")
     threshold = fit_module.SAMPLES_LAST_MIN_ROWS
     x = rng.random((ROWS, SIZES[0]))
     y = np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], ROWS)]
@@ -288,8 +296,8 @@ def print_fit_in_both_layouts(rng):
 
 
 def print_conv(rng):
-    from zorb.layers.conv2d import extract_patches
-    from zorb.solvers import gram_moments
+    from zorb.core.layers.conv2d import extract_patches
+    from zorb.core.solvers import gram_moments
 
     x = jnp.asarray(rng.random((1280, 32, 32, 3)))
     kernel, bias = jnp.asarray(rng.standard_normal((3, 3, 3, 32))), jnp.asarray(rng.standard_normal(32))
@@ -302,7 +310,7 @@ def print_conv(rng):
 
     fused = jax.jit(lambda x, t: blas.conv_moments(x, t, 3, 1, reference=patch_moments))
     print(f"conv1 forward (1,280 32x32x3 images, 32 3x3 filters): XLA {best(lambda: xla(x)) * 1e3:.1f} ms, "
-          f"zorb.blas.conv2d {best(lambda: ours(x)) * 1e3:.1f} ms; its gram solve's moments: patch matrix + BLAS "
+          f"zorb.kernels.blas.conv2d {best(lambda: ours(x)) * 1e3:.1f} ms; its gram solve's moments: patch matrix + BLAS "
           f"{best(lambda: jax.jit(patch_moments)(x, t)) * 1e3:.1f} ms, without the patch matrix "
           f"{best(lambda: fused(x, t)) * 1e3:.1f} ms")
 
@@ -312,7 +320,7 @@ def print_extrema(rng):
     x = jnp.asarray(rng.standard_normal((1000, ROWS)))
     one, two = jax.jit(blas.extrema), jax.jit(lambda x: (jnp.min(x), jnp.max(x)))
     print(f"global min and max of 10^7 values: jnp.min + jnp.max {best(lambda: two(x)) * 1e3:.1f} ms, "
-          f"zorb.blas.extrema (one pass) {best(lambda: one(x)) * 1e3:.1f} ms")
+          f"zorb.kernels.blas.extrema (one pass) {best(lambda: one(x)) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from pathlib import Path
 # Run as a file (python scripts/tables.py), the repository root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zorb import tables, tracking  # noqa: E402
-from zorb.experiments import EXPERIMENTS_DIR  # noqa: E402
+from zorb.runner import tables, tracking  # noqa: E402
+from zorb.runner.experiments import EXPERIMENTS_DIR  # noqa: E402
 
 
 def write_table(client, experiment: str, out_dir: Path, parent_run_id: str | None = None,

@@ -4,7 +4,7 @@ implicit int/float mix fails loudly instead of silently changing precision."""
 import jax
 import pytest
 
-import zorb  # noqa: F401  (turns on jax_enable_x64)
+import zorb.core  # noqa: F401  (turns on jax_enable_x64)
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 

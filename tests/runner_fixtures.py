@@ -44,7 +44,7 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from zorb import experiments
+    from zorb.runner import experiments
 
     experiments.register()  # as run.py does: experiments/*.yaml are the `experiment` group
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -17,7 +17,9 @@ from omegaconf import OmegaConf
 from runner_fixtures import CONF, ROOT, compose, store, template_store  # noqa: F401
 
 import zorb
-from zorb import hydra_callbacks, threads, tracking
+from zorb.runner import callbacks as hydra_callbacks
+from zorb.kernels import threads
+from zorb.runner import tracking
 from zorb.data import DATASETS
 
 # Input shape and outputs of each dataset, to build every shipped network without data.
@@ -141,7 +143,7 @@ def hydra_section(*overrides: str):
 def test_hydra_settings():
     hydra_cfg = hydra_section()
     assert hydra_cfg.job.chdir is False
-    assert hydra_cfg.callbacks.mlflow_sweep._target_ == "zorb.hydra_callbacks.MLflowSweepCallback"
+    assert hydra_cfg.callbacks.mlflow_sweep._target_ == "zorb.runner.callbacks.MLflowSweepCallback"
     assert "version_base=\"1.3\"" in (ROOT / "run.py").read_text()
 
 
@@ -265,7 +267,7 @@ def test_pin_takes_distinct_cores_and_limits_blas(tmp_path):
     different cores where there are two), and JAX starts afterwards with that limit."""
     script = (
         "import json, os, sys, time\n"
-        "from zorb import threads\n"
+        "from zorb.kernels import threads\n"
         "cores = threads.pin(1, slot_dir=__import__('pathlib').Path(sys.argv[1]), slots=2)\n"
         "import jax.numpy as jnp; float(jnp.ones(3).sum())\n"
         "from threadpoolctl import threadpool_info\n"
@@ -285,7 +287,7 @@ def test_pin_takes_distinct_cores_and_limits_blas(tmp_path):
 
 
 def test_spectra_figure_renders(tmp_path):
-    from zorb.plots import spectra_figure
+    from zorb.runner.plots import spectra_figure
 
     @dataclasses.dataclass
     class Report:

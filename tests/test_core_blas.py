@@ -1,4 +1,4 @@
-"""zorb.blas: the fit's products through BLAS (XLA FFI) on the CPU, checked against numpy."""
+"""zorb.kernels.blas: the fit's products through BLAS (XLA FFI) on the CPU, checked against numpy."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zorb import blas
+from zorb.kernels import blas
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +89,7 @@ def test_gradients_through_the_blas_products_equal_xla_gradients(rng):
 def test_gemm_route_follows_openblas_kernels_and_can_be_forced():
     """dgemm only where OpenBLAS's kernels are as wide as the CPU's (or when forced); the Gram
     matrix always goes through dsyrk."""
-    code = ("import jax, jax.numpy as jnp, zorb; from zorb import blas; "
+    code = ("import jax, jax.numpy as jnp, zorb.core; from zorb.kernels import blas; "
             "a = jnp.ones((300, 200)); b = jnp.ones((200, 256)); "
             "print(blas.GEMM_NATIVE, jax.jit(blas.matmul).lower(a, b).compile().as_text().count('zorb_'), "
             "jax.jit(blas.gram).lower(a).compile().as_text().count('zorb_'))")
@@ -100,7 +100,7 @@ def test_gemm_route_follows_openblas_kernels_and_can_be_forced():
 
     assert run(ZORB_NATIVE_GEMM="1") == ["True", "1", "1"]
     assert run(ZORB_NATIVE_GEMM="0") == ["False", "0", "1"]
-    from zorb import cpu
+    from zorb.kernels import cpu
 
     auto = run(ZORB_NATIVE_GEMM="auto")
     core = blas.openblas_cores().get("scipy")
@@ -109,7 +109,7 @@ def test_gemm_route_follows_openblas_kernels_and_can_be_forced():
 
 
 def test_zorb_native_blas_0_turns_the_extension_off():
-    code = ("import jax, jax.numpy as jnp, zorb; from zorb import blas; "
+    code = ("import jax, jax.numpy as jnp, zorb.core; from zorb.kernels import blas; "
             "a = jnp.ones((300, 200)); b = jnp.ones((200, 256)); "
             "print(blas.NATIVE, jax.jit(blas.matmul).lower(a, b).compile().as_text().count('zorb_'), "
             "float(blas.matmul(a, b)[0, 0]))")
@@ -193,7 +193,7 @@ def test_extrema_equal_numpy_min_and_max(shape, rng):
 
 @pytest.mark.parametrize("cls_name", ["Tanh", "Sigmoid"])
 def test_layer_inverse_takes_the_kernel_and_agrees_with_its_jax_code(cls_name, rng):
-    from zorb import layers
+    from zorb.core import layers
 
     cls = getattr(layers, cls_name)
     t = rng.normal(loc=1.0, scale=4.0, size=(300, 70))
@@ -229,7 +229,8 @@ def run_python(code: str, timeout: float = 120, **env) -> list[str]:
 POOL_CHECK = """
 import os, threading
 import numpy as np, jax, jax.numpy as jnp, zorb
-from zorb import blas, _blas
+from zorb.kernels import blas
+from zorb.kernels import _blas
 import scipy.linalg.blas as sb
 rng = np.random.default_rng(0)
 a, b = rng.random((700, 600)), rng.random((600, 500))
@@ -264,7 +265,8 @@ SPLIT_GRAM_CHECK = """
 import threading
 import numpy as np, jax, zorb
 from threadpoolctl import threadpool_info
-from zorb import blas, _blas
+from zorb.kernels import blas
+from zorb.kernels import _blas
 def openblas_threads():
     return sorted(i["num_threads"] for i in threadpool_info() if i.get("internal_api") == "openblas")
 rng = np.random.default_rng(0)
@@ -307,7 +309,8 @@ SPLIT_GEMM_CHECK = """
 import threading
 import numpy as np, jax, zorb
 from threadpoolctl import threadpool_info
-from zorb import blas, _blas
+from zorb.kernels import blas
+from zorb.kernels import _blas
 def openblas_threads():
     return sorted(i["num_threads"] for i in threadpool_info() if i.get("internal_api") == "openblas")
 rng = np.random.default_rng(0)
@@ -367,7 +370,7 @@ def test_a_forked_child_gets_a_fresh_pool_and_its_blas_works():
     workers. The child's threaded dgemm finishes (the timeout would fail it) and is right."""
     code = """
 import os, numpy as np, zorb
-from zorb import _blas
+from zorb.kernels import _blas
 import scipy.linalg.blas as sb
 rng = np.random.default_rng(0)
 a, b = rng.random((700, 600)), rng.random((600, 500))
@@ -396,7 +399,7 @@ def test_gram_solve_kernel_equals_its_jax_code_and_numpy(rank, ridge, rng):
     rank 4, under a tenth: only the kept pairs, by bisection), with and without ridge, and an
     all-zero design (everything cut). Checked against the JAX code it replaces and against
     numpy's SVD of the design matrix."""
-    from zorb.solvers import _solve_from_gram_xla
+    from zorb.core.solvers import _solve_from_gram_xla
 
     rows, cols, k, rcond = 400, 60, 17, 1e-6
     m = rng.normal(size=(rows, rank)) @ rng.normal(size=(rank, cols)) if rank else np.zeros((rows, cols))
@@ -420,7 +423,7 @@ def test_gram_solve_kernel_equals_its_jax_code_and_numpy(rank, ridge, rng):
 
 
 def test_gram_solve_kernel_of_a_non_finite_gram_is_nan(rng):
-    from zorb.solvers import _solve_from_gram_xla
+    from zorb.core.solvers import _solve_from_gram_xla
 
     gram = np.eye(5)
     gram[2, 3] = np.nan
@@ -472,8 +475,8 @@ def test_conv2d_gradients_equal_xla_gradients(argnums, stride, rng):
 @pytest.mark.parametrize("shape,k,stride,filters", CONV_CASES)
 def test_conv_moments_kernel_equals_the_patch_matrix_moments(shape, k, stride, filters, rng):
     """[M, 1]^T [M, 1] and [M, 1]^T T without the patch matrix M, against gram_moments of M."""
-    from zorb.layers.conv2d import extract_patches
-    from zorb.solvers import gram_moments
+    from zorb.core.layers.conv2d import extract_patches
+    from zorb.core.solvers import gram_moments
 
     x = rng.normal(size=shape)
     out = ((shape[1] - k) // stride + 1, (shape[2] - k) // stride + 1)
@@ -494,9 +497,10 @@ def test_conv_moments_kernel_equals_the_patch_matrix_moments(shape, k, stride, f
 
 CONV_WIDTHS_CHECK = """
 import numpy as np, jax, jax.numpy as jnp, zorb
-from zorb import blas, _blas
-from zorb.layers.conv2d import extract_patches
-from zorb.solvers import gram_moments
+from zorb.kernels import blas
+from zorb.kernels import _blas
+from zorb.core.layers.conv2d import extract_patches
+from zorb.core.solvers import gram_moments
 rng = np.random.default_rng(0)
 worst = 0.0
 for shape, k, stride, filters in CASES:
@@ -520,7 +524,7 @@ def test_conv_kernels_agree_at_every_vector_width_this_cpu_runs():
     """The conv kernels are compiled for 8 (AVX-512), 4 (AVX2) and 2 (baseline) lanes with a
     register block each; ZORB_VECTOR_LANES runs the narrower ones, each in a fresh process,
     against XLA's convolution and the patch matrix's moments."""
-    from zorb import _blas
+    from zorb.kernels import _blas
 
     widest = _blas.vector_lanes()
     for lanes in [w for w in (2, 4, 8) if w <= widest]:
@@ -531,7 +535,7 @@ def test_conv_kernels_agree_at_every_vector_width_this_cpu_runs():
 
 def test_conv_gram_fit_with_fused_moments_equals_the_patch_matrix_route(monkeypatch, rng):
     import zorb
-    from zorb.layers import conv2d as conv_module
+    from zorb.core.layers import conv2d as conv_module
 
     specs = [{"type": "conv2d", "filters": 6, "kernel_size": 3}, {"type": "sigmoid"},
              {"type": "conv2d", "filters": 5, "kernel_size": 2, "stride": 2, "bias": False}, {"type": "tanh"},

@@ -1,8 +1,8 @@
-"""zorb.cpu: when zorb lets OpenBLAS use its AVX-512 kernels, read from a cpuinfo file."""
+"""zorb.kernels.cpu: when zorb lets OpenBLAS use its AVX-512 kernels, read from a cpuinfo file."""
 
 import pytest
 
-from zorb import cpu
+from zorb.kernels import cpu
 
 AVX512 = "fpu sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl"
 

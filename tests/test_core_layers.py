@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zorb.layers import (LAYERS, Conv2D, Dense, ReLU, Sigmoid, Softmax, Tanh, average_patches, extract_patches,
+from zorb.core.layers import (LAYERS, Conv2D, Dense, ReLU, Sigmoid, Softmax, Tanh, average_patches, extract_patches,
                          sum_patches)
-from zorb.special import log1p_nonnegative
+from zorb.kernels.special import log1p_nonnegative
 
 KEY = jax.random.key(0)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import zorb
-from zorb.layers.activations import ReLU, Sigmoid, Softmax, Tanh
-from zorb.layers.dense import Dense
+from zorb.core.layers.activations import ReLU, Sigmoid, Softmax, Tanh
+from zorb.core.layers.dense import Dense
 
-fit_module = importlib.import_module("zorb.fit")
+fit_module = importlib.import_module("zorb.core.fit")
 
 DENSE = [{"type": "dense", "units": 40}, {"type": "tanh"}, {"type": "dense", "units": 30}, {"type": "relu"},
          {"type": "dense", "units": 20}, {"type": "sigmoid"}, {"type": "dense", "units": "outputs"},
@@ -58,7 +58,7 @@ def test_samples_last_is_chosen_for_large_dense_float64_fits_only():
                                {"type": "dense", "units": "outputs"}], (6, 6, 1), output_dim=3, seed=0)
     single = zorb.build_network(DENSE, (30,), output_dim=4, seed=0, dtype="float32")
     big = fit_module.SAMPLES_LAST_MIN_ROWS
-    from zorb import blas
+    from zorb.kernels import blas
 
     assert fit_module._samples_last(dense, big) == (blas.GEMM_NATIVE and jax.default_backend() == "cpu")
     assert not fit_module._samples_last(dense, big - 1)

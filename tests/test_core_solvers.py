@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import zorb
-from zorb.solvers import SOLVERS, check_solver_options, gram_min_rcond, pseudoinverse, spectrum_summary
+from zorb.core.solvers import SOLVERS, check_solver_options, gram_min_rcond, pseudoinverse, spectrum_summary
 
 
 def augmented(a):

@@ -12,7 +12,9 @@ import pytest
 from data_fixtures import write_tiny_cifar, write_tiny_mnist
 from runner_fixtures import CONF, ROOT, RUN_PY, cli_env, client, compose, run_cli, runs_of, template_store  # noqa: F401
 
-from zorb import experiments, hydra_callbacks
+from zorb.runner import experiments
+
+from zorb.runner import callbacks as hydra_callbacks
 
 EXPERIMENTS = {"paper_a": 350, "paper_b": 9, "paper_c": 480}
 SMOKE_JOBS = {"paper_a": 5 * 7 * 2, "paper_b": 3 * 3 * 2, "paper_c": 3 * 8 * 2 * 2}

@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from runner_fixtures import cli_env, client, compose, run_cli, runs_of, store, template_store  # noqa: F401
 
 import zorb
-from zorb import runner, tracking
+from zorb.runner import job as runner
+from zorb.runner import tracking
 from zorb.data import load_dataset
 
 REQUIRED_METRICS = {"train_error", "test_error", "train_mse", "test_mse", "fit_seconds", "compile_seconds"}

@@ -58,7 +58,7 @@ def test_sweep_with_a_failing_job(store, tmp_path, launcher):
     if launcher:
         # two workers share the cores: each job pinned to its half
         share = str(max(1, len(os.sched_getaffinity(0)) // 2))
-        assert {c.data.tags["zorb.threads"] for c in children} == {share}
+        assert {c.data.tags["zorb.kernels.threads"] for c in children} == {share}
 
 
 def test_sweep_of_datasets_and_seeds(store, tmp_path):

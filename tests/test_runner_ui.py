@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from runner_fixtures import ROOT, cli_env, compose, runs_of, store, template_store  # noqa: F401
 
-from zorb import runner
+from zorb.runner import job as runner
 
 pytestmark = pytest.mark.slow
 

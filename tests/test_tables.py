@@ -1,4 +1,4 @@
-"""zorb.tables on made-up runs: means and deviations over seeds, Adam's rate chosen by test and
+"""zorb.runner.tables on made-up runs: means and deviations over seeds, Adam's rate chosen by test and
 by validation error, the paper's speed-up paired by seed, every cell of the Markdown and CSV filled."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import statistics
 
 import pytest
 
-from zorb import tables
-from zorb.tables import RunRecord
+from zorb.runner import tables
+from zorb.runner.tables import RunRecord
 
 
 def record(method, seed, *, dataset="iris", m=None, rate=None, curve=None, order=0, **metrics):

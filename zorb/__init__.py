@@ -6,33 +6,42 @@
     trained, report = zorb.fit(net, X, Y, solver="qr", rcond=1e-15)
     zorb.evaluate(trained, X_test, Y_test)
 
-Importing zorb turns on JAX's 64-bit mode: the algorithm works in float64 unless a network
-is built with ``dtype="float32"``. It also keeps freed memory for reuse (``zorb.allocator``;
-``ZORB_MALLOC_TUNING=0`` turns that off), and on AMD CPUs with AVX-512 lets OpenBLAS use its
-AVX-512 kernels (``zorb.cpu``; ``ZORB_OPENBLAS_TUNING=0`` turns that off).
+The package has three parts: the algorithm (``zorb.core``: layers, networks, solvers, the fit),
+the native kernels that make it fast on a CPU (``zorb.kernels``) and the experiment runner
+around it (``zorb.runner``); datasets (``zorb.data``) and the baselines (``zorb.baselines``)
+sit beside them. The names below are loaded on first use, so ``import zorb`` costs nothing
+until the algorithm is needed.
+
+Loading the algorithm turns on JAX's 64-bit mode (``jax_enable_x64``): zorb works in float64
+unless a network is built with ``dtype="float32"``. Nothing else about the process changes on
+import. The process tuning that the command line applies (the allocator keeps freed memory,
+OpenBLAS's AVX-512 kernels on AMD CPUs) is an explicit call: ``zorb.kernels.tuning.tune_process()``,
+made before numpy is loaded.
 """
 
-from zorb import cpu
+from importlib import import_module
 
-cpu.tune_openblas()  # before anything loads numpy's or SciPy's OpenBLAS
+from zorb.errors import ConfigError, DataError, FitError, ZorbError
 
-from zorb import allocator  # noqa: E402
+_PUBLIC = {
+    "FitReport": "zorb.core.fit", "LayerReport": "zorb.core.fit", "fit": "zorb.core.fit",
+    "load": "zorb.core.io", "save": "zorb.core.io",
+    "evaluate": "zorb.core.metrics", "predict": "zorb.core.metrics", "scores": "zorb.core.metrics",
+    "Network": "zorb.core.network", "build_network": "zorb.core.network",
+    "DEFAULT_RCOND": "zorb.core.solvers", "SOLVERS": "zorb.core.solvers",
+    "check_solver_options": "zorb.core.solvers",
+}
 
-allocator.tune()
+__all__ = ["ConfigError", "DataError", "FitError", "ZorbError", *_PUBLIC]
 
-import jax  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zorb' has no attribute {name!r}")
 
-from zorb.errors import ConfigError, DataError, FitError, ZorbError  # noqa: E402
-from zorb.fit import FitReport, LayerReport, fit  # noqa: E402
-from zorb.io import load, save  # noqa: E402
-from zorb.metrics import evaluate, predict, scores  # noqa: E402
-from zorb.network import Network, build_network  # noqa: E402
-from zorb.solvers import DEFAULT_RCOND, SOLVERS, check_solver_options  # noqa: E402
 
-__all__ = [
-    "ConfigError", "DataError", "FitError", "ZorbError", "FitReport", "LayerReport", "fit", "load", "save",
-    "evaluate", "predict", "scores", "Network", "build_network", "DEFAULT_RCOND", "SOLVERS",
-    "check_solver_options",
-]
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 
 from zorb.errors import ConfigError
-from zorb.io import load, save
-from zorb.network import Network
+from zorb.core.io import load, save
+from zorb.core.network import Network
 
 
 def check_untrained(network: Network, method: str) -> None:

@@ -24,10 +24,10 @@ import optax
 
 from zorb.baselines import check_untrained
 from zorb.errors import ConfigError
-from zorb.fit import as_data
-from zorb.metrics import predict, scores
-from zorb.network import Network
-from zorb.timing import timed
+from zorb.core.fit import as_data
+from zorb.core.metrics import predict, scores
+from zorb.core.network import Network
+from zorb.core.timing import timed
 
 LOSSES = ("sse", "cross_entropy")
 """``sse``: sum of squared errors of the network's output over the batch and outputs (groups

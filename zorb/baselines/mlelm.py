@@ -32,10 +32,10 @@ import numpy as np
 
 from zorb.baselines import check_untrained
 from zorb.errors import ConfigError, FitError
-from zorb.fit import LayerReport, as_data
-from zorb.network import Network
-from zorb.solvers import DEFAULT_RCOND, check_rcond, design_matrix, lstsq_svd, spectrum_summary
-from zorb.timing import timed
+from zorb.core.fit import LayerReport, as_data
+from zorb.core.network import Network
+from zorb.core.solvers import DEFAULT_RCOND, check_rcond, design_matrix, lstsq_svd, spectrum_summary
+from zorb.core.timing import timed
 
 
 @dataclasses.dataclass

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from zorb.errors import ConfigError
-from zorb.blas import matmul
-from zorb.layers.base import Layer, Shape, boolean, layer_class, positive_int, shape_text
-from zorb.solvers import gram_moments, pseudoinverse
+from zorb.kernels.blas import matmul
+from zorb.core.layers.base import Layer, Shape, boolean, layer_class, positive_int, shape_text
+from zorb.core.solvers import gram_moments, pseudoinverse
 
 
 def glorot_uniform(key, rows: int, fan_in: int, fan_out: int, units: int, dtype):

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from zorb.errors import ConfigError
-from zorb.layers import LAYERS
-from zorb.network import Network
+from zorb.core.layers import LAYERS
+from zorb.core.network import Network
 
-FORMAT = "zorb.network"
+FORMAT = "zorb.core.network"
 VERSION = 1
 _HEADER = "__zorb__"
 

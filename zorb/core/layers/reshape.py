@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from zorb.layers.base import Layer, Shape, layer_class
+from zorb.core.layers.base import Layer, Shape, layer_class
 
 
 @layer_class()

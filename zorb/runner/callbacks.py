@@ -9,7 +9,7 @@ file in the sweep directory, read and written under an ``fcntl`` lock:
 
 - ``on_multirun_start`` (the launching process) creates the parent run and the file, and
   counts the sweep's jobs.
-- Each job (``zorb.runner``) opens its child run with ``mlflow.parentRunId`` set to the
+- Each job (``zorb.runner.job``) opens its child run with ``mlflow.parentRunId`` set to the
   parent, creating the parent itself if no callback did. When it ends, success or failure,
   it records its status; the job that records the last expected job closes the parent:
   FAILED if any job failed, else FINISHED. ``on_job_end`` records too (idempotent), which
@@ -38,7 +38,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from zorb import tracking
+from zorb.runner import tracking
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STORE_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 # MLflow's limits on one param value and on one tag value (characters).

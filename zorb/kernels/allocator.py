@@ -19,8 +19,8 @@ project's 2-core AMD machine; numpy's in-place multiply: 4.4 ms); a 10,000 x 1,0
 product 139 ms and 114 ms. The price is peak memory: holes in one heap stay resident where freed
 ``mmap`` blocks did not (mnist_6 on 60,000 rows, gram: 4.56 GiB against 3.24 GiB, 13.0 s
 against 19.3 s), and the process does not shrink below its peak while it lives. It is
-applied when zorb is imported (before JAX starts its threads); ``ZORB_MALLOC_TUNING=0`` turns
-it off. Elsewhere than glibc it does nothing.
+applied only when called (``zorb.kernels.tuning.tune_process``, which ``run.py`` calls before
+JAX starts its threads); ``ZORB_MALLOC_TUNING=0`` turns it off. Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations

@@ -390,5 +390,5 @@ def sweep_notes(experiment: str, parent, statuses: dict[str, int], records: Sequ
              f"Code: git {', '.join(commits)}. Machine: {tags.get('machine.cpu', 'unknown CPU')}, "
              f"{tags.get('machine.cpus', '?')} cores; JAX {tags.get('jax.version', '?')} on "
              f"{tags.get('jax.backend', '?')}, {tags.get('dtype', '?')}; threads per job: "
-             f"{', '.join(sorted({r.tags.get('zorb.threads', '?') for r in records}))}."]
+             f"{', '.join(sorted({r.tags.get('zorb.kernels.threads', '?') for r in records}))}."]
     return notes

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from zorb.errors import ConfigError
-from zorb.layers import LAYERS
-from zorb.layers.base import Shape
+from zorb.core.layers import LAYERS
+from zorb.core.layers.base import Shape
 
 OUTPUTS = "outputs"
 """``units: outputs`` (or ``filters: outputs``) takes the width of the dataset's targets."""

@@ -1,7 +1,7 @@
 """Let OpenBLAS use the vector unit the CPU has.
 
 OpenBLAS (the BLAS/LAPACK under numpy, SciPy and, through SciPy, jaxlib's CPU
-factorizations and ``zorb.blas``) picks its kernels from the CPU model when it is loaded. On
+factorizations and ``zorb.kernels.blas``) picks its kernels from the CPU model when it is loaded. On
 AMD CPUs with AVX-512 (Zen 4 and later), and on virtual machines that report a generic AMD
 model, its detection can fall back to the AVX2 ``Haswell`` kernels. Measured on the
 project's 2-core AMD EPYC (AVX-512) machine (docs/performance.md): a 4000^3 float64 product
@@ -11,9 +11,10 @@ ran at 114-118 GFLOP/s with the detected ``Haswell`` kernels and 192-204 GFLOP/s
 ``tune_openblas()`` sets ``OPENBLAS_CORETYPE=SkylakeX`` when the variable is unset, the CPU
 is AMD and Linux reports every AVX-512 subset those kernels use (F, CD, BW, DQ, VL: Linux
 lists them only when the kernel saves their registers). Intel CPUs are left to OpenBLAS's
-own detection, which knows them. It runs when zorb is imported, before numpy and SciPy load
-their OpenBLAS (a library loaded earlier keeps its kernels: import zorb first, as ``run.py``
-does). ``ZORB_OPENBLAS_TUNING=0`` turns it off; an ``OPENBLAS_CORETYPE`` already set is kept.
+own detection, which knows them. It runs only when called (``zorb.kernels.tuning.tune_process``,
+which ``run.py`` calls first thing), and must run before numpy and SciPy load their OpenBLAS
+(a library loaded earlier keeps its kernels). ``ZORB_OPENBLAS_TUNING=0`` turns it off; an
+``OPENBLAS_CORETYPE`` already set is kept.
 This module imports nothing heavy so that it can run first.
 """
 

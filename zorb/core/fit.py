@@ -24,14 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zorb.blas import extrema
+from zorb.kernels.blas import extrema
 from zorb.errors import ConfigError, FitError
-from zorb.network import Network
-from zorb.layers.activations import SquashingLayer
-from zorb.layers.dense import Dense
-from zorb.solvers import (DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, qr_triangle,
+from zorb.core.network import Network
+from zorb.core.layers.activations import SquashingLayer
+from zorb.core.layers.dense import Dense
+from zorb.core.solvers import (DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, qr_triangle,
                           solve_from_gram, solve_from_triangle, spectrum_summary)
-from zorb.timing import timed, timed_each
+from zorb.core.timing import timed, timed_each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +199,7 @@ def _finish(accumulated, rcond, ridge, *, solver, rows, cols):
 
 
 _extrema = jax.jit(extrema)
-"""A chunk's min and max in one pass (``zorb.blas.extrema``)."""
+"""A chunk's min and max in one pass (``zorb.kernels.blas.extrema``)."""
 
 
 @partial(jax.jit, static_argnames=("samples_last",))
@@ -220,7 +220,7 @@ def _samples_last(network: Network, samples: int) -> bool:
     leading dimension, which OpenBLAS runs faster (10,000 x 400 @ 400 x 200: 138 against 127
     GFLOP/s; x 600 @ 600 x 400: 148 against 128; docs/performance.md). Only where every
     layer takes that layout (dense networks), the products go to BLAS, and N is large."""
-    from zorb import blas
+    from zorb.kernels import blas
 
     return (samples >= SAMPLES_LAST_MIN_ROWS and blas.GEMM_NATIVE and network.dtype == jnp.float64
             and jax.default_backend() == "cpu" and len(network.input_shape) == 1

@@ -283,7 +283,7 @@ int split_gemm_parts(int64_t n, int64_t m, int64_t k) {
 // C (m x n) = op(A) @ op(B), op = transpose when asked.
 ffi::Error MatmulImpl(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::ResultBuffer<ffi::F64> c,
                       bool transpose_a, bool transpose_b) {
-  if (dgemm == nullptr) return ffi::Error::Internal("zorb blas: dgemm was not set (zorb.blas not initialised)");
+  if (dgemm == nullptr) return ffi::Error::Internal("zorb blas: dgemm was not set (zorb.kernels.blas not initialised)");
   auto ad = a.dimensions();
   auto bd = b.dimensions();
   if (ad.size() != 2 || bd.size() != 2) return ffi::Error::InvalidArgument("zorb blas: matmul needs 2-D arrays");
@@ -349,7 +349,7 @@ int split_gram_parts(int64_t n, int64_t k) {
 // G = A^T A (d x d for A r x d) or, with `rows`, A A^T (r x r): one triangle by dsyrk, then
 // mirrored.
 ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool rows) {
-  if (dsyrk == nullptr) return ffi::Error::Internal("zorb blas: dsyrk was not set (zorb.blas not initialised)");
+  if (dsyrk == nullptr) return ffi::Error::Internal("zorb blas: dsyrk was not set (zorb.kernels.blas not initialised)");
   auto ad = a.dimensions();
   if (ad.size() != 2) return ffi::Error::InvalidArgument("zorb blas: gram needs a 2-D array");
   const int64_t n = rows ? ad[0] : ad[1], k = rows ? ad[1] : ad[0];
@@ -416,7 +416,7 @@ ffi::Error GramImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> g, bool
 // dsyevd with jobz = 'N' (a tridiagonal reduction, about half the time of the eigenvectors;
 // jax's eigvalsh computes them and drops them). NaN where LAPACK fails.
 ffi::Error EigvalshImpl(ffi::Buffer<ffi::F64> a, ffi::ResultBuffer<ffi::F64> w) {
-  if (dsyevd == nullptr) return ffi::Error::Internal("zorb blas: dsyevd was not set (zorb.blas not initialised)");
+  if (dsyevd == nullptr) return ffi::Error::Internal("zorb blas: dsyevd was not set (zorb.kernels.blas not initialised)");
   auto ad = a.dimensions();
   if (ad.size() != 2 || ad[0] != ad[1]) return ffi::Error::InvalidArgument("zorb blas: eigvalsh needs a square matrix");
   const int64_t n = ad[0];
@@ -463,7 +463,7 @@ std::vector<T> workspace_from(double query) {
 ffi::Error GramSolveImpl(ffi::Buffer<ffi::F64> gram, ffi::Buffer<ffi::F64> moment, ffi::Buffer<ffi::F64> rcond_buffer,
                          ffi::Buffer<ffi::F64> ridge_buffer, ffi::ResultBuffer<ffi::F64> w_out,
                          ffi::ResultBuffer<ffi::F64> spectrum_out) {
-  if (dsytrd == nullptr) return ffi::Error::Internal("zorb blas: LAPACK was not set (zorb.blas not initialised)");
+  if (dsytrd == nullptr) return ffi::Error::Internal("zorb blas: LAPACK was not set (zorb.kernels.blas not initialised)");
   auto gd = gram.dimensions();
   auto md = moment.dimensions();
   if (gd.size() != 2 || gd[0] != gd[1] || md.size() != 2 || md[0] != gd[0])
@@ -641,7 +641,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ZorbGram, GramImpl,
 
 namespace {
 
-// log 2 in two parts and the series of log(m) = 2 atanh(s) in s^2, set from Python (zorb.special:
+// log 2 in two parts and the series of log(m) = 2 atanh(s) in s^2, set from Python (zorb.kernels.special:
 // the same constants, so both compute the same function).
 constexpr int kSeriesTerms = 7;
 struct LogConstants {
@@ -1366,7 +1366,7 @@ PyMethodDef methods[] = {
      "set_blas({name: capsule}): the Fortran BLAS/LAPACK functions to call (scipy.linalg.cython_blas / "
      "cython_lapack capsules of dgemm, dsyrk, dtrsm, dsyevd, dsytrd, dsterf, dstemr, dstedc, dormtr, dpotrf)."},
     {"set_log_constants", set_log_constants, METH_VARARGS,
-     "set_log_constants(ln2_hi, ln2_lo, series): log 2 in two parts and the 7 series coefficients of zorb.special."},
+     "set_log_constants(ln2_hi, ln2_lo, series): log 2 in two parts and the 7 series coefficients of zorb.kernels.special."},
     {"share_threads", share_threads, METH_NOARGS,
      "share_threads() -> bool: run the parallel jobs of the OpenBLAS that holds dgemm on zorb's worker pool."},
     {"set_pool_spin", set_pool_spin, METH_VARARGS,

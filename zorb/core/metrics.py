@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zorb.errors import ConfigError
-from zorb.network import Network
+from zorb.core.network import Network
 
 TASKS = ("classification", "binary", "regression")
 

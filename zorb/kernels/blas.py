@@ -30,12 +30,12 @@ def _load():
     if os.environ.get("ZORB_NATIVE_BLAS", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     try:
-        from zorb import _blas
+        from zorb.kernels import _blas
     except ImportError:
         return False
     from scipy.linalg import cython_blas, cython_lapack
 
-    from zorb.special import LN2_HI, LN2_LO, LOG_SERIES
+    from zorb.kernels.special import LN2_HI, LN2_LO, LOG_SERIES
 
     try:
         _blas.set_blas({**{name: cython_blas.__pyx_capi__[name] for name in ("dgemm", "dsyrk", "dtrsm")},
@@ -64,7 +64,7 @@ AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
 def openblas_cores() -> dict[str, str]:
     """The kernel set each loaded OpenBLAS chose, e.g. ``{"numpy": "Haswell", "scipy":
-    "SkylakeX"}`` (SciPy's is the one ``zorb.blas`` and jaxlib's LAPACK kernels call)."""
+    "SkylakeX"}`` (SciPy's is the one ``zorb.kernels.blas`` and jaxlib's LAPACK kernels call)."""
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (loaded, so that it is listed)
         from threadpoolctl import threadpool_info
@@ -91,7 +91,7 @@ def _gemm_native() -> bool:
     forced = os.environ.get("ZORB_NATIVE_GEMM", "auto").strip().lower()
     if forced in ("0", "false", "no", "off", "1", "true", "yes", "on"):
         return forced in ("1", "true", "yes", "on")
-    from zorb import cpu
+    from zorb.kernels import cpu
 
     if not cpu.has_avx512():
         return True
@@ -240,7 +240,7 @@ def squash_inverse(t, output_range, a: float, b: float, *, tanh: bool, shift, re
     """``f^-1(z) - shift`` for a Sigmoid/Tanh target ``t`` (N x k) mapped onto ``[a, b]`` from
     ``output_range`` (``f^-1`` = ``atanh`` or ``logit``; no ``shift`` if None; ``shift`` holds
     one value per column, or per row with ``shift_rows``): on the CPU for
-    float64 in one pass of ``zorb/_blas.cc`` (the same arithmetic as ``zorb.special``; XLA makes
+    float64 in one pass of ``zorb/_blas.cc`` (the same arithmetic as ``zorb.kernels.special``; XLA makes
     three passes of it: 8.5 ms against 12-13 ms per 10,000 x 1,000 with the bias subtraction,
     on two cores), elsewhere ``reference(t) - shift`` (the layer's JAX code)."""
     has_shift = shift is not None
@@ -267,7 +267,7 @@ def squash_inverse(t, output_range, a: float, b: float, *, tanh: bool, shift, re
 
 def gram_solve(gram, moment, rcond, ridge, *, reference):
     """``(W, spectrum)`` of the normal equations ``gram W = moment`` with the eigenvalue cut (see
-    ``zorb.solvers.solve_from_gram``): on the CPU for float64 in one call of ``zorb/_blas.cc``
+    ``zorb.core.solvers.solve_from_gram``): on the CPU for float64 in one call of ``zorb/_blas.cc``
     (one tridiagonal reduction for the eigenvalues and, where something is cut, the kept
     eigenvectors; Cholesky where nothing is), elsewhere ``reference(gram, moment)``."""
     rcond, ridge = jnp.asarray(rcond, jnp.float64), jnp.asarray(ridge, jnp.float64)

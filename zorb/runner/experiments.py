@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 GROUP = "experiment"
 _PACKAGE_HEADER = re.compile(r"^#\s*@package\s+(\S+)\s*$")
 

@@ -13,7 +13,7 @@ Every layer offers:
   which may record state (Sigmoid/Tanh store their output range). ``aux`` is what
   ``prepare_inverse`` computed once for a parametric layer (its pseudoinverse); ``key`` and
   ``first_row`` (the global index of ``t``'s first sample) feed ReLU's random inverse.
-- ``spec()`` and ``arrays()``: what ``zorb.io`` saves.
+- ``spec()`` and ``arrays()``: what ``zorb.core.io`` saves.
 
 Layers with ``samples_last_ok`` also take ``samples_last=True`` in ``forward``, ``observe`` and
 ``inverse``: arrays then hold one sample per column, ``(features, N)``, the transposed layout

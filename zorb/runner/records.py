@@ -1,0 +1,233 @@
+"""What is recorded about a run in MLflow: its name and tags, its params, each solved layer's
+figures as the fit goes, the final metrics, the curve, the spectra, the model and the job's
+files. ``RunRecords`` is the experiment's observer (``zorb.runner.experiment.Observer``); a new
+record touches this module only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+import zorb
+from zorb.errors import ZorbError
+from zorb.runner import callbacks as hydra_callbacks
+from zorb.runner import tracking
+from zorb.runner.settings import get
+
+log = logging.getLogger("zorb.runner.records")
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+def hydra_config():
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def run_name(config: Mapping, job) -> str:
+    name = f"{get(config, 'dataset', 'name')}-{get(config, 'network', 'name')}-seed{get(config, 'seed')}"
+    return name if job is None else f"{name} #{job.num}"
+
+
+def run_tags(config: Mapping, job) -> dict[str, str]:
+    import jax
+
+    hydra_cfg = hydra_config()
+    overrides = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
+    tags = {
+        **tracking.git_info(),
+        **tracking.machine_info(),
+        "hydra.overrides": " ".join(overrides),
+        "jax.version": jax.__version__,
+        "jax.backend": jax.default_backend(),
+        "jax.devices": ", ".join(str(d) for d in jax.devices()),
+        "dtype": str(config.get("dtype")),
+        "dataset": str(get(config, "dataset", "name")),
+        "network": str(get(config, "network", "name")),
+        "method": str(get(config, "method", "name")),
+        "solver": str(get(config, "solver", "name")),
+        "zorb.role": "job" if job is not None else "run",
+    }
+    tags["mlflow.source.git.commit"] = tags["git.commit"]
+    if hydra_cfg is not None:
+        tags["hydra.output_dir"] = str(hydra_cfg.runtime.output_dir)
+    tags.update(experiment_tag())
+    if job is not None:
+        tags["zorb.sweep_dir"] = str(job.state.folder)
+        tags["zorb.job_num"] = str(job.num)
+    return tags
+
+
+def experiment_tag() -> dict[str, str]:
+    """``{"zorb.experiment": <name>}`` when Hydra composed this run with experiment=<name>."""
+    hydra_cfg = hydra_config()
+    choice = OmegaConf.select(hydra_cfg, "runtime.choices.experiment") if hydra_cfg is not None else None
+    return {"zorb.experiment": str(choice)} if choice not in (None, "null") else {}
+
+
+def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.RunRecorder:
+    """Open this run's MLflow run (a child of the sweep's parent in a multirun) with its tags."""
+    uri = tracking.resolve_tracking_uri(get(config, "tracking", "uri"))
+    experiment = str(get(config, "tracking", "experiment"))
+    parent_run_id = None
+    if job is not None:
+        # normally opened by MLflowSweepCallback.on_multirun_start; the first job opens it otherwise
+        state = job.state.open_parent(tracking_uri=uri, experiment=experiment,
+                                      expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
+                                      tags={**tracking.git_info(), **experiment_tag()}, fresh=False)
+        uri, parent_run_id = state["tracking_uri"], state["parent_run_id"]
+        experiment_id = state["experiment_id"]
+        client = tracking.client(uri)
+    else:
+        client = tracking.client(uri)
+        experiment_id = tracking.experiment_id(client, uri, experiment)
+    recorder = tracking.start_run(client, experiment_id, run_name=run_name(config, job),
+                                  tags={**run_tags(config, job), **extra_tags},
+                                  parent_run_id=parent_run_id)
+    log.info("MLflow run %s in experiment %r at %s", recorder.run_id, experiment, uri)
+    return recorder
+
+
+def close_failed(recorder: tracking.RunRecorder, error: BaseException) -> None:
+    status = KILLED if isinstance(error, KeyboardInterrupt) else FAILED
+    try:
+        message = str(error) if isinstance(error, ZorbError) else f"{type(error).__name__}: {error}"
+        recorder.set_tags({"error": message})
+        log_job_files(recorder)
+    finally:
+        recorder.terminate(status)
+        log.info("MLflow run %s %s", recorder.run_id, status)
+
+
+PROGRESS_AFTER_SECONDS = 10.0
+"""A fit that has run this long sends each solved layer's metrics to MLflow at once."""
+
+
+class _Progress:
+    """The fit's callback: one log line per solved layer, and its metrics in MLflow.
+
+    The fit's clock runs while the callback does, and one store write takes ~10 ms: as much
+    as a whole small fit. So metrics wait for ``flush()`` after the fit until the fit has run
+    ``PROGRESS_AFTER_SECONDS``; from then on (a long fit, where a write is noise) each layer's
+    go out at once and the UI shows the progress.
+    """
+
+    def __init__(self, network: zorb.Network, recorder: tracking.RunRecorder | None):
+        self.total = len(network.parametric_indices)
+        self.recorder = recorder
+        self.done = 0
+        self.pending: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def __call__(self, report) -> None:
+        self.done += 1
+        rows, cols = report.design_shape
+        log.info("layer %d (%s, %d/%d): [A, 1] %d x %d, solve %.3f s, targets %.3f s, compile %.2f s, "
+                 "rank %d/%d, cond %.3g", report.index, report.kind, self.done, self.total, rows, cols,
+                 report.solve_seconds, report.target_seconds, report.compile_seconds, report.rank,
+                 min(rows, cols), report.cond)
+        self.pending.update(layer_metrics(report))
+        if time.perf_counter() - self.started >= PROGRESS_AFTER_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.recorder is not None and self.pending:
+            self.recorder.log_metrics(self.pending)
+        self.pending = {}
+
+
+def layer_metrics(report) -> dict[str, float]:
+    """``layer{i}.<figure>`` for one solved layer (``i`` its 1-based position)."""
+    prefix = f"layer{report.index}."
+    return {prefix + "solve_seconds": report.solve_seconds, prefix + "rank": report.rank,
+            prefix + "cond": report.cond, prefix + "cutoff": report.cutoff,
+            prefix + "target_seconds": report.target_seconds, prefix + "forward_seconds": report.forward_seconds,
+            prefix + "compile_seconds": report.compile_seconds}
+
+
+def log_curve(recorder: tracking.RunRecorder, report) -> None:
+    """A report's ``curve`` of ``(step, training seconds, train error)`` as two metric histories
+    whose steps are the method's steps: ``curve.train_error`` and ``curve.train_seconds``."""
+    curve = getattr(report, "curve", None)
+    if not curve:
+        return
+    recorder.log_metric_history("curve.train_error", [(step, error) for step, _, error in curve])
+    recorder.log_metric_history("curve.train_seconds", [(step, seconds) for step, seconds, _ in curve])
+
+
+def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, trained: zorb.Network, report) -> None:
+    """Spectra (one .npy per solved layer, a JSON summary, one figure), the model, configs, log."""
+    from zorb.runner.plots import spectra_figure
+
+    with tempfile.TemporaryDirectory() as folder:
+        spectra = Path(folder) / "spectra"
+        spectra.mkdir()
+        summary = []
+        for layer in report.layers:
+            np.save(spectra / f"layer{layer.index}.npy", np.asarray(layer.spectrum, dtype=np.float64))
+            summary.append({"index": layer.index, "kind": layer.kind, "design_shape": list(layer.design_shape),
+                            "solver": layer.solver, "u_rcond": layer.u_rcond, "b_rcond": layer.b_rcond,
+                            "ridge": layer.ridge, "cutoff": layer.cutoff, "rank": layer.rank,
+                            "cond": layer.cond if math.isfinite(layer.cond) else str(layer.cond)})
+        (spectra / "summary.json").write_text(json.dumps(summary, indent=2))
+        if report.layers:
+            figure = spectra_figure(report.layers, title=f"{config['dataset']['name']} / "
+                                                         f"{config['network']['name']}: spectra of [A, 1]")
+            figure.savefig(spectra / "spectra.png", dpi=110)
+        recorder.log_dir(spectra, "spectra")
+        if get(config, "tracking").get("log_model", True):
+            model = Path(folder) / "model.npz"
+            zorb.save(trained, model)
+            recorder.log_file(model, "model")
+    recorder.log_text(OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
+    log_job_files(recorder)
+
+
+def log_job_files(recorder: tracking.RunRecorder) -> None:
+    """Hydra's record of the job (config.yaml, hydra.yaml, overrides.yaml) and its log file."""
+    hydra_cfg = hydra_config()
+    if hydra_cfg is None:
+        return
+    output = Path(str(hydra_cfg.runtime.output_dir))
+    if hydra_cfg.output_subdir is not None and (output / str(hydra_cfg.output_subdir)).is_dir():
+        recorder.log_dir(output / str(hydra_cfg.output_subdir), "hydra")
+    job_log = output / f"{hydra_cfg.job.name}.log"
+    if job_log.is_file():
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        recorder.log_file(job_log, "logs")
+
+
+class RunRecords:
+    """The experiment's observer: records what happens into one open MLflow run."""
+
+    def __init__(self, recorder: tracking.RunRecorder):
+        self.recorder = recorder
+        self.progress: _Progress | None = None
+
+    def network_built(self, network: zorb.Network) -> None:
+        from zorb.runner.experiment import weights_digest
+
+        self.recorder.set_tags({"zorb.init_sha256": weights_digest(network)})
+        self.progress = _Progress(network, self.recorder)
+
+    def layer_solved(self, report) -> None:
+        if self.progress is not None:
+            self.progress(report)
+
+    def finished(self, outcome) -> None:
+        if self.progress is not None:
+            self.progress.flush()
+        self.recorder.log_metrics(outcome.metrics)
+        log_curve(self.recorder, outcome.report)
+        log_artifacts(self.recorder, outcome.config, outcome.trained, outcome.report)

@@ -1,0 +1,198 @@
+"""Reading the composed config: every setting a run uses, validated before any compute.
+
+Each function takes the config as plain containers (``plain_config``) and raises
+``zorb.ConfigError`` with one sentence that says what to change.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import zorb
+from zorb.errors import ConfigError
+from zorb.runner.methods import METHODS
+
+LIMITS = ("train_samples", "test_samples", "width", "steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverSettings:
+    name: str
+    rcond: float
+    u_rcond: float | None
+    b_rcond: float | None
+    ridge: float
+    per_layer: dict[int, dict[str, Any]]
+    chunk_rows: int | None = None
+    devices: int | str | None = None
+
+    def fit_options(self) -> dict[str, Any]:
+        return {"solver": self.name, "rcond": self.rcond, "u_rcond": self.u_rcond, "b_rcond": self.b_rcond,
+                "ridge": self.ridge, "per_layer": self.per_layer, "chunk_rows": self.chunk_rows,
+                "devices": self.devices}
+
+
+def plain_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
+    """The config as plain resolved Python containers."""
+    try:
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        return OmegaConf.to_container(OmegaConf.create(dict(cfg)), resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ConfigError(f"the config cannot be resolved: {first_line}") from None
+
+
+def get(config: Mapping, *keys: str) -> Any:
+    """``config[k1][k2]...`` with a ConfigError naming the missing key."""
+    node: Any = config
+    for depth, key in enumerate(keys):
+        if not isinstance(node, Mapping) or key not in node:
+            path = ".".join(keys[: depth + 1])
+            raise ConfigError(f"the config has no {path!r}: add it or pick a config that sets it")
+        node = node[key]
+    return node
+
+
+def solver_settings(config: Mapping) -> SolverSettings:
+    """The solver group, validated (``zorb.check_solver_options``) before any compute."""
+    solver = get(config, "solver")
+    name = get(config, "solver", "name")
+    rcond = solver.get("rcond", zorb.DEFAULT_RCOND)
+    u_rcond, b_rcond, ridge = solver.get("u_rcond"), solver.get("b_rcond"), solver.get("ridge", 0.0)
+    zorb.check_solver_options(name, rcond, u_rcond, b_rcond, ridge, str(config.get("dtype", "float64")))
+    per_layer: dict[int, dict[str, Any]] = {}
+    for key, options in (solver.get("per_layer") or {}).items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            raise ConfigError(f"solver.per_layer keys are 1-based layer positions, got {key!r}") from None
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"solver.per_layer.{key} must be a mapping such as {{rcond: 1e-9}}, got {options!r}")
+        per_layer[index] = dict(options)
+    chunk_rows, devices = solver.get("chunk_rows"), solver.get("devices")
+    check_scale_options(name, per_layer, chunk_rows, devices)
+    return SolverSettings(name=name, rcond=rcond, u_rcond=u_rcond, b_rcond=b_rcond, ridge=ridge,
+                          per_layer=per_layer, chunk_rows=chunk_rows, devices=devices)
+
+
+def check_scale_options(name: str, per_layer: Mapping[int, Mapping[str, Any]], chunk_rows, devices) -> None:
+    """``solver.chunk_rows`` (null or a positive integer) and ``solver.devices`` (null, a
+    positive integer or "all"), and that every layer's solver can stream or split its rows
+    when they ask for it (``zorb.fit`` checks the same, but only after the data is loaded)."""
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+        raise ConfigError(f"solver.chunk_rows must be a positive integer or null, got {chunk_rows!r}")
+    if devices is not None and devices != "all" and \
+            (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+        raise ConfigError(f"solver.devices must be a positive integer, 'all' or null, got {devices!r}")
+    import jax
+
+    available = jax.device_count()
+    if isinstance(devices, int) and devices > available:
+        raise ConfigError(f"solver.devices={devices} but JAX sees {available} device(s): use at most "
+                          f"{available}, 'all' or null")
+    count = available if devices == "all" else devices or 1
+    used = [(None, name)] + [(index, options["solver"]) for index, options in per_layer.items()
+                             if "solver" in options]
+    for index, layer_solver in used:
+        solver = zorb.SOLVERS.get(layer_solver) if isinstance(layer_solver, str) else None
+        if solver is None or solver.streams:  # an unknown name fails in zorb.core.fit's own check
+            continue
+        where = f"solver.per_layer.{index}.solver={layer_solver}" if index is not None else f"solver={layer_solver}"
+        if chunk_rows is not None:
+            raise ConfigError(f"{where} needs the whole design matrix in memory, so it cannot stream rows with "
+                              f"solver.chunk_rows: use solver=qr (the same answer) or gram, or solver.chunk_rows=null")
+        if count > 1:
+            raise ConfigError(f"{where} cannot split rows over {count} devices: use solver=qr (the same answer) "
+                              f"or gram, or solver.devices=null")
+
+
+def method_settings(config: Mapping) -> tuple[str, Callable, dict[str, Any]]:
+    """``(name, function, options)`` of the method group, its options checked against the
+    function's keyword-only parameters before any compute."""
+    options = dict(get(config, "method"))
+    name = options.pop("name", None)
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+    function = METHODS[name]
+    accepted = [p for p in inspect.signature(function).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "callback")]
+    names = [p.name for p in accepted]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        known = f"options: {', '.join(names)}" if names else "it takes none"
+        raise ConfigError(f"method {name} has no option {unknown[0]!r} ({known})")
+    missing = [p.name for p in accepted if p.default is inspect.Parameter.empty and p.name not in options]
+    if missing:
+        raise ConfigError(f"method {name} needs method.{missing[0]}: set it, or pick method={name} "
+                          f"(conf/method/{name}.yaml sets every option)")
+    return name, function, options
+
+
+def read_limits(config: Mapping) -> dict[str, int | None]:
+    """The ``limits`` caps, each a positive integer or None."""
+    limits = dict(config.get("limits") or {})
+    unknown = sorted(set(limits) - set(LIMITS))
+    if unknown:
+        raise ConfigError(f"limits has no key {unknown[0]!r} (keys: {', '.join(LIMITS)})")
+    for key in LIMITS:
+        value = limits.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"limits.{key} must be a positive integer or null, got {value!r}")
+        limits[key] = value
+    return limits
+
+
+def apply_limits(config: Mapping) -> dict[str, Any]:
+    """``config`` with ``limits.width`` applied to the network's dense units and conv2d filters
+    and ``limits.steps`` to the method's ``steps``, so that the params record what runs.
+    ``limits.train_samples`` and ``limits.test_samples`` apply when the data is loaded."""
+    limits = read_limits(config)
+    config = copy.deepcopy(dict(config))
+    width, steps = limits["width"], limits["steps"]
+    network = config.get("network")
+    if width is not None and isinstance(network, Mapping):
+        for spec in network.get("layers") or []:
+            for key in ("units", "filters"):
+                value = spec.get(key) if isinstance(spec, Mapping) else None
+                if isinstance(value, int) and not isinstance(value, bool) and value > width:
+                    spec[key] = width
+    method = config.get("method")
+    if steps is not None and isinstance(method, Mapping):
+        value = method.get("steps")
+        if isinstance(value, int) and not isinstance(value, bool) and value > steps:
+            method["steps"] = steps
+    return config
+
+
+def validation_fraction(config: Mapping) -> float:
+    fraction = config.get("validation_fraction") or 0.0
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"validation_fraction must be a number in [0, 1), got {fraction!r}")
+    return float(fraction)
+
+
+def init_paths(config: Mapping) -> tuple[Path | None, Path | None]:
+    """``(init_file, init_out)`` as paths; init_file must exist."""
+    init_file, init_out = config.get("init_file"), config.get("init_out")
+    init_file = Path(str(init_file)).expanduser() if init_file else None
+    init_out = Path(str(init_out)).expanduser() if init_out else None
+    if init_file is not None and not init_file.is_file():
+        raise ConfigError(f"init_file {init_file} does not exist: write it first with init_out={init_file} "
+                          f"(and the same dataset, network and seed)")
+    return init_file, init_out
+
+
+def layer_specs(config: Mapping) -> list[dict[str, Any]]:
+    layers = get(config, "network", "layers")
+    if not isinstance(layers, list) or not layers:
+        raise ConfigError("network.layers must be a non-empty list of layer specs such as {type: dense, units: 10}")
+    return [dict(spec) if isinstance(spec, Mapping) else spec for spec in layers]
