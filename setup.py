@@ -1,12 +1,17 @@
-"""Builds zorb's one native piece, ``zorb.kernels._blas`` (XLA FFI handlers that call BLAS; see
-zorb/blas.py). Everything else is in pyproject.toml. The handlers compile against the XLA FFI
-headers that jaxlib ships, so jaxlib is a build requirement. If the compile fails the install
-still succeeds and zorb runs its products through XLA instead (``zorb.kernels.blas.NATIVE`` is False)."""
+"""Builds zorb's one native piece, the extension ``zorb.kernels._native``: XLA FFI handlers
+for the fit's products, solves, inverses and conv passes, one ``.cc`` file per kernel family
+beside its Python wrapper (``products``, ``solve``, ``squash``, ``conv``), the worker pool
+they share (``pool``) and the Python module (``module``). Everything else is in
+pyproject.toml. The handlers compile against the XLA FFI headers that jaxlib ships, so jaxlib
+is a build requirement. If the compile fails the install still succeeds and zorb runs every
+kernel's pure-JAX equivalent instead (``zorb.kernels.native.NATIVE`` is False)."""
 
 import importlib.util
 import os
 
 from setuptools import Extension, setup
+
+KERNELS = ["pool", "products", "solve", "squash", "conv", "module"]
 
 
 def jaxlib_include() -> str:
@@ -17,6 +22,7 @@ def jaxlib_include() -> str:
 
 
 setup(ext_modules=[Extension(
-    "zorb.kernels._blas", sources=["zorb/kernels/_blas.cc"], include_dirs=[jaxlib_include()], language="c++",
+    "zorb.kernels._native", sources=[f"zorb/kernels/{name}.cc" for name in KERNELS],
+    depends=["zorb/kernels/pool.h", "zorb/kernels/kernels.h"], include_dirs=[jaxlib_include()], language="c++",
     extra_compile_args=["-std=c++17", "-O3", "-ffp-contract=off", "-fno-trapping-math", "-Wno-attributes", "-Wno-return-type"],
     extra_link_args=["-pthread"], optional=True)])

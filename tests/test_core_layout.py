@@ -58,9 +58,9 @@ def test_samples_last_is_chosen_for_large_dense_float64_fits_only():
                                {"type": "dense", "units": "outputs"}], (6, 6, 1), output_dim=3, seed=0)
     single = zorb.build_network(DENSE, (30,), output_dim=4, seed=0, dtype="float32")
     big = fit_module.SAMPLES_LAST_MIN_ROWS
-    from zorb.kernels import blas
+    from zorb.kernels import native
 
-    assert fit_module._samples_last(dense, big) == (blas.GEMM_NATIVE and jax.default_backend() == "cpu")
+    assert fit_module._samples_last(dense, big) == (native.GEMM_NATIVE and jax.default_backend() == "cpu")
     assert not fit_module._samples_last(dense, big - 1)
     assert not fit_module._samples_last(conv, big)
     assert not fit_module._samples_last(single, big)

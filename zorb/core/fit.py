@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zorb.kernels.blas import extrema
+from zorb.kernels.squash import extrema
 from zorb.errors import ConfigError, FitError
 from zorb.core.network import Network
 from zorb.core.layers.activations import SquashingLayer
@@ -199,7 +199,7 @@ def _finish(accumulated, rcond, ridge, *, solver, rows, cols):
 
 
 _extrema = jax.jit(extrema)
-"""A chunk's min and max in one pass (``zorb.kernels.blas.extrema``)."""
+"""A chunk's min and max in one pass (``zorb.kernels.squash.extrema``)."""
 
 
 @partial(jax.jit, static_argnames=("samples_last",))
@@ -220,9 +220,9 @@ def _samples_last(network: Network, samples: int) -> bool:
     leading dimension, which OpenBLAS runs faster (10,000 x 400 @ 400 x 200: 138 against 127
     GFLOP/s; x 600 @ 600 x 400: 148 against 128; docs/performance.md). Only where every
     layer takes that layout (dense networks), the products go to BLAS, and N is large."""
-    from zorb.kernels import blas
+    from zorb.kernels import native
 
-    return (samples >= SAMPLES_LAST_MIN_ROWS and blas.GEMM_NATIVE and network.dtype == jnp.float64
+    return (samples >= SAMPLES_LAST_MIN_ROWS and native.GEMM_NATIVE and network.dtype == jnp.float64
             and jax.default_backend() == "cpu" and len(network.input_shape) == 1
             and all(layer.samples_last_ok for layer in network.layers))
 

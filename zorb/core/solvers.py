@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zorb.kernels.blas import eigvalsh, gram as gram_matrix, gram_solve, matmul
+from zorb.kernels.products import gram as gram_matrix, matmul
+from zorb.kernels.solve import eigvalsh, gram_solve
 from zorb.errors import ConfigError
 
 DEFAULT_RCOND = 1e-15
@@ -142,7 +143,7 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge):
     cut. If nothing is, ``(M^T M + ridge) W = M^T T`` is solved by Cholesky: the same solution
     without the eigenvectors (1,001^2 with 800 targets: 0.255 s against 0.294 s on a 2-core
     CPU, ``scripts/perf_items.py``); otherwise the eigenvectors of the kept eigenvalues apply
-    the cut. On the CPU ``zorb.kernels.blas.gram_solve`` does all of it in one LAPACK call sequence
+    the cut. On the CPU ``zorb.kernels.solve.gram_solve`` does all of it in one LAPACK call sequence
     (one tridiagonal reduction, only the kept eigenvectors); ``_solve_from_gram_xla`` is the
     same in JAX.
     """

@@ -1,7 +1,7 @@
 """Let OpenBLAS use the vector unit the CPU has.
 
 OpenBLAS (the BLAS/LAPACK under numpy, SciPy and, through SciPy, jaxlib's CPU
-factorizations and ``zorb.kernels.blas``) picks its kernels from the CPU model when it is loaded. On
+factorizations and zorb's native kernels) picks its kernels from the CPU model when it is loaded. On
 AMD CPUs with AVX-512 (Zen 4 and later), and on virtual machines that report a generic AMD
 model, its detection can fall back to the AVX2 ``Haswell`` kernels. Measured on the
 project's 2-core AMD EPYC (AVX-512) machine (docs/performance.md): a 4000^3 float64 product

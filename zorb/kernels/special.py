@@ -34,7 +34,7 @@ with localcontext() as _context:
 # three terms fewer per entry, the Tanh inverse kernel 19% faster.
 _SERIES = [0.14616449685043406, 0.15331721600556042, 0.18182889125261723, 0.2222221113479508,
            0.28571428625975487, 0.39999999999899505, 0.666666666666667]
-LN2_HI, LN2_LO, LOG_SERIES = _LN2_HI, _LN2_LO, tuple(_SERIES)  # zorb/_blas.cc computes the same functions with these
+LN2_HI, LN2_LO, LOG_SERIES = _LN2_HI, _LN2_LO, tuple(_SERIES)  # zorb/kernels/squash.cc computes the same functions with these
 _SQRT2 = float(np.sqrt(2.0))
 _MANTISSA = (1 << 52) - 1
 _EXPONENT_ONE = 1023 << 52

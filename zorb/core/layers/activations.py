@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from zorb.kernels.blas import extrema, squash_inverse
+from zorb.kernels.squash import extrema, squash_inverse
 from zorb.errors import ConfigError
 from zorb.core.layers.base import Layer, Shape, layer_class, margin
 from zorb.kernels.special import atanh, logit
@@ -60,7 +60,7 @@ class SquashingLayer(Layer):
         """The inverse with the stored output range: what a chunk of rows gets in a streamed
         fit, where the range comes from a pass over all rows first. ``shift`` (one value per
         feature, e.g. the bias of the dense layer below) is subtracted from the result in the
-        same pass (``zorb.kernels.blas.squash_inverse``)."""
+        same pass (``zorb.kernels.squash.squash_inverse``)."""
         if t.ndim < 2 or (shift is not None and t.ndim != 2):
             out = self._inverse_in_range(t)
             return out if shift is None else out - shift

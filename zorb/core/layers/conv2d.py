@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from zorb.kernels.blas import conv2d, conv_moments, extract_patches
+from zorb.kernels.conv import conv2d, conv_moments, extract_patches
 from zorb.errors import ConfigError
 from zorb.core.layers.base import Shape, boolean, layer_class, positive_int, shape_text
 from zorb.core.layers.dense import ParametricLayer, glorot_uniform
@@ -99,7 +99,7 @@ class Conv2D(ParametricLayer):
         return t.reshape(-1, self.filters)
 
     def normal_equations(self, x, t):
-        """The moments of the patch matrix without forming it (``zorb.kernels.blas.conv_moments``) while a
+        """The moments of the patch matrix without forming it (``zorb.kernels.conv.conv_moments``) while a
         patch has at most ``FUSED_MOMENTS_MAX`` values; BLAS on the patch matrix beyond."""
         if self.kernel_size ** 2 * self.in_shape[2] > FUSED_MOMENTS_MAX:
             return super().normal_equations(x, t)

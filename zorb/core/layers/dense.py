@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from zorb.errors import ConfigError
-from zorb.kernels.blas import matmul
+from zorb.kernels.products import matmul
 from zorb.core.layers.base import Layer, Shape, boolean, layer_class, positive_int, shape_text
 from zorb.core.solvers import gram_moments, pseudoinverse
 
