@@ -350,7 +350,7 @@ def work_gemm(cfg):
     import numpy as np
     import jax
     import jax.numpy as jnp
-    from zorb.kernels import blas
+    from zorb.kernels import native, products
     from zorb.kernels import cpu
 
     n, repeats = cfg["size"], cfg["repeats"]
@@ -372,8 +372,8 @@ def work_gemm(cfg):
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     dot = jax.jit(jnp.dot)
     xla_rate = best(lambda: dot(ja, jb).block_until_ready())
-    # What the fit's products run at: zorb.kernels.blas (dgemm through an XLA FFI call) when it is on.
-    product = jax.jit(blas.matmul)
+    # What the fit's products run at: zorb.kernels.products (dgemm through an XLA FFI call) when it is on.
+    product = jax.jit(products.matmul)
     zorb_rate = best(lambda: product(ja, jb).block_until_ready())
     # Memory bandwidth: XLA reading and writing a 256 MiB float64 array once (bytes read + written).
     # Warm-up calls until the heap holds enough freed blocks for the outputs: XLA frees a buffer
@@ -383,19 +383,19 @@ def work_gemm(cfg):
     big = jnp.ones((2 ** 25,), jnp.float64)
     scale = jax.jit(lambda v: v * 2.0)
     stream = best(lambda: scale(big).block_until_ready(), work=2 * big.nbytes, warmups=6)
-    return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "zorb_gflops": zorb_rate, "blas": blas.NATIVE,
-            "gemm_native": blas.GEMM_NATIVE, "shared_pool": blas.SHARED_POOL, "size": n, "stream_gbs": stream, "cores": blas.openblas_cores(),
-            "wide_kernels": blas.wide_kernels(blas.openblas_cores().get("scipy")), "avx512": cpu.has_avx512(), "coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
+    return {"numpy_gflops": numpy_rate, "xla_gflops": xla_rate, "zorb_gflops": zorb_rate, "blas": native.NATIVE,
+            "gemm_native": native.GEMM_NATIVE, "shared_pool": native.SHARED_POOL, "size": n, "stream_gbs": stream, "cores": native.openblas_cores(),
+            "wide_kernels": native.wide_kernels(native.openblas_cores().get("scipy")), "avx512": cpu.has_avx512(), "coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def gemm_sampler(size: int):
     """A function that measures this machine's float64 GEMM rate now (GFLOP/s): one
-    ``size``^3 product each with numpy's OpenBLAS, XLA's dot and ``zorb.kernels.blas.matmul``
+    ``size``^3 product each with numpy's OpenBLAS, XLA's dot and ``zorb.kernels.products.matmul``
     (SciPy's OpenBLAS, what the fits run), the fastest of them, as in the GEMM section. The
     matrices are made on the first call."""
     import numpy as np
     import jax
-    from zorb.kernels import blas
+    from zorb.kernels import products
 
     state = {}
 
@@ -403,7 +403,7 @@ def gemm_sampler(size: int):
         if not state:
             rng = np.random.default_rng(0)
             a, b = rng.random((size, size)), rng.random((size, size))
-            state.update(a=a, b=b, ja=jax.numpy.asarray(a), jb=jax.numpy.asarray(b), product=jax.jit(blas.matmul),
+            state.update(a=a, b=b, ja=jax.numpy.asarray(a), jb=jax.numpy.asarray(b), product=jax.jit(products.matmul),
                          dot=jax.jit(jax.numpy.dot))
             for name in ("product", "dot"):  # compiles
                 state[name](state["ja"], state["jb"]).block_until_ready()
@@ -642,15 +642,15 @@ class Bench:
         r = run_worker({"task": "gemm", "size": size, "repeats": 3})
         self.gemm_rate = max(r["numpy_gflops"], r["xla_gflops"], r["zorb_gflops"])
         self.xla_rate = r["xla_gflops"]
-        route = ("XLA: zorb.kernels.blas is off" if not r["blas"] else "dgemm via XLA FFI" if r["gemm_native"]
+        route = ("XLA: zorb.kernels.native is off" if not r["blas"] else "dgemm via XLA FFI" if r["gemm_native"]
                  else "XLA's dot: faster than these OpenBLAS kernels")
         print(f"numpy (OpenBLAS): {r['numpy_gflops']:.1f} GFLOP/s   XLA jnp.dot: {r['xla_gflops']:.1f} GFLOP/s   "
-              f"zorb.kernels.blas.matmul ({route}): {r['zorb_gflops']:.1f} GFLOP/s   "
+              f"zorb.kernels.products.matmul ({route}): {r['zorb_gflops']:.1f} GFLOP/s   "
               f"-> limit uses {self.gemm_rate:.1f} GFLOP/s;  memory: XLA streams {r['stream_gbs']:.1f} GB/s "
               f"(read + write of a 256 MiB array)")
         cores = r["cores"]
         pool = "on zorb's worker pool" if r["shared_pool"] else "on its own threads"
-        print(f"OpenBLAS kernels: numpy {cores.get('numpy')}, SciPy (jaxlib's LAPACK, zorb.kernels.blas) {cores.get('scipy')}; "
+        print(f"OpenBLAS kernels: numpy {cores.get('numpy')}, SciPy (jaxlib's LAPACK, zorb's native kernels) {cores.get('scipy')}; "
               f"OPENBLAS_CORETYPE={r['coretype_env'] or '(unset)'}; CPU AVX-512: {'yes' if r['avx512'] else 'no'}; "
               f"SciPy's OpenBLAS runs its parallel jobs {pool}")
         narrow = r["avx512"] and not r["wide_kernels"]

@@ -16,32 +16,32 @@ best of three warm runs of each jitted function:
 - a tanh, ``2 * x`` (an XLA loop fusion) over 10,000 x 1,000 entries and a 10,000 x 1,000 x 800
   product: run the script once more with ``ZORB_MALLOC_TUNING=0`` to see what
   ``zorb.kernels.allocator`` saves on them;
-- the products through BLAS (``zorb.kernels.blas``) against XLA's own: a 10,000 x 1,000 x 800
+- the products through BLAS (``zorb.kernels.products``) against XLA's own: a 10,000 x 1,000 x 800
   product, the Gram matrix and the moment ``A^T T`` of a 10,000 x 1,000 design;
 - the Tanh/Sigmoid inverses (``zorb.kernels.special``) against XLA's ``arctanh`` and ``log`` of the
   odds on 10,000 x 800 entries, and a whole Tanh/Sigmoid target inverse (range map, inverse,
   the bias below subtracted) by the one-pass kernel and by XLA;
 - the gram route's last step on 1,001^2 normal equations: eigenvectors against the
   eigenvalues + Cholesky it takes when nothing is cut; the eigenvalues alone by
-  ``jnp.linalg.eigvalsh`` and by ``zorb.kernels.blas.eigvalsh``; a 1000 x 900 pseudoinverse by SVD, by
+  ``jnp.linalg.eigvalsh`` and by ``zorb.kernels.solve.eigvalsh``; a 1000 x 900 pseudoinverse by SVD, by
   the Gram matrix's eigenvectors and by its eigenvalues + Cholesky;
 - the whole gram fit of mnist_6 with the products through BLAS and through XLA, alternated
   in one process (two fits each, the first compiling);
 - a Tanh inverse of 10,000 x 600 entries alone and right after a 10,000 x 1,000 x 1,000
   product: run the script once more with ``ZORB_BLAS_POOL=0`` (OpenBLAS's own spinning
   threads) to see what zorb's worker pool saves;
-- the gram solve's last step in one FFI call (``zorb.kernels.blas.gram_solve``) against its JAX code
+- the gram solve's last step in one FFI call (``zorb.kernels.solve.gram_solve``) against its JAX code
   (eigenvalues, then Cholesky or ``jnp``'s eigendecomposition), nothing cut, rank 367, 120 and
   60 of 1,001;
 - the Gram matrix of a 1,001 x 10,000 and a 601 x 10,000 design (one sample per column) by
-  ``zorb.kernels.blas.gram``: run the script once more with ``ZORB_SPLIT_GRAM=0`` to see what the
+  ``zorb.kernels.products.gram``: run the script once more with ``ZORB_SPLIT_GRAM=0`` to see what the
   one-thread parts save over OpenBLAS's threaded ``dsyrk``;
 - the whole gram fit of mnist_6 and mnist_11 on transposed arrays (``zorb.fit``'s samples-last
   layout) against the row layout, alternated in one process;
-- conv1's shapes (1,280 32x32x3 images, 32 3x3 filters): the forward by ``zorb.kernels.blas.conv2d``
+- conv1's shapes (1,280 32x32x3 images, 32 3x3 filters): the forward by ``zorb.kernels.conv.conv2d``
   against XLA's convolution, and the gram solve's moments without the patch matrix
-  (``zorb.kernels.blas.conv_moments``) against the patch matrix and BLAS;
-- the global min and max of 10^7 values by ``zorb.kernels.blas.extrema`` against ``jnp.min`` and
+  (``zorb.kernels.conv.conv_moments``) against the patch matrix and BLAS;
+- the global min and max of 10^7 values by ``zorb.kernels.squash.extrema`` against ``jnp.min`` and
   ``jnp.max``.
 """
 
@@ -59,7 +59,7 @@ import numpy as np  # noqa: E402
 import zorb  # noqa: E402
 import zorb.core  # noqa: E402,F401  (float64)
 from zorb.kernels import allocator
-from zorb.kernels import blas
+from zorb.kernels import conv, native, products, solve, squash
 from zorb.kernels import special
 from zorb.core import timing
 from zorb.core.layers import Sigmoid, Tanh
@@ -140,9 +140,9 @@ def print_blas_and_inverses(rng):
     t = jnp.asarray(rng.random((ROWS, 800)))
     # Arguments, not closures: XLA would fold products of constants at compile time.
     pairs = {
-        f"product {ROWS:,} x 1,000 x 800": (lambda a, b, t: blas.matmul(a, b), lambda a, b, t: a @ b),
-        f"Gram of {ROWS:,} x 1,000": (lambda a, b, t: blas.gram(a), lambda a, b, t: a.T @ a),
-        f"moment A^T T, {ROWS:,} x 1,000 and x 800": (lambda a, b, t: blas.matmul(a, t, transpose_a=True),
+        f"product {ROWS:,} x 1,000 x 800": (lambda a, b, t: products.matmul(a, b), lambda a, b, t: a @ b),
+        f"Gram of {ROWS:,} x 1,000": (lambda a, b, t: products.gram(a), lambda a, b, t: a.T @ a),
+        f"moment A^T T, {ROWS:,} x 1,000 and x 800": (lambda a, b, t: products.matmul(a, t, transpose_a=True),
                                                      lambda a, b, t: a.T @ t),
     }
     for name, (ours, xla) in pairs.items():
@@ -185,9 +185,9 @@ def print_gram_solve(rng):
     gap = float(jnp.linalg.norm(ours(gram, moment) - eigen(gram, moment)) / jnp.linalg.norm(eigen(gram, moment)))
     print(f"gram solve (1,001^2, 800 targets, nothing cut): eigenvectors {best(lambda: eigen(gram, moment)):.3f} s, "
           f"eigenvalues + Cholesky {best(lambda: ours(gram, moment)):.3f} s (relative difference {gap:.1e})")
-    values_jax, values_lapack = jax.jit(jnp.linalg.eigvalsh), jax.jit(blas.eigvalsh)
+    values_jax, values_lapack = jax.jit(jnp.linalg.eigvalsh), jax.jit(solve.eigvalsh)
     print(f"eigenvalues of the 1,001^2 Gram matrix: jnp.linalg.eigvalsh (computes the eigenvectors too) "
-          f"{best(lambda: values_jax(gram)) * 1e3:.1f} ms, zorb.kernels.blas.eigvalsh (dsyevd, no eigenvectors) "
+          f"{best(lambda: values_jax(gram)) * 1e3:.1f} ms, zorb.kernels.solve.eigvalsh (dsyevd, no eigenvectors) "
           f"{best(lambda: values_lapack(gram)) * 1e3:.1f} ms")
     # A Glorot 1000 x 900 weight matrix's pseudoinverse: the previous Gram route (eigenvectors)
     # against the current one (eigenvalues decide, Cholesky solves) and the SVD.
@@ -195,8 +195,8 @@ def print_gram_solve(rng):
     w = jnp.asarray(rng.uniform(-limit, limit, (1000, 900)))
 
     def by_gram_eigenvectors(m):
-        values, v = jnp.linalg.eigh(blas.gram(m))
-        return blas.matmul(blas.matmul(v / values, v, transpose_b=True), m, transpose_b=True)
+        values, v = jnp.linalg.eigh(products.gram(m))
+        return products.matmul(products.matmul(v / values, v, transpose_b=True), m, transpose_b=True)
 
     routes = {"SVD": jax.jit(lambda m: _pseudoinverse_svd(m, 1e-15)), "Gram eigenvectors": jax.jit(by_gram_eigenvectors),
               "Gram eigenvalues + Cholesky (zorb)": jax.jit(lambda m: pseudoinverse(m, 1e-15))}
@@ -205,8 +205,8 @@ def print_gram_solve(rng):
 
 
 def print_fit_with_and_without_blas(rng, weights):
-    if not blas.NATIVE:
-        print("whole fit: zorb.kernels.blas is off (ZORB_NATIVE_BLAS=0 or the extension is not built)")
+    if not native.NATIVE:
+        print("whole fit: zorb.kernels.native is off (ZORB_NATIVE_BLAS=0 or the extension is not built)")
         return
     specs = []
     for units in SIZES[1:-1]:
@@ -217,13 +217,13 @@ def print_fit_with_and_without_blas(rng, weights):
     net = zorb.build_network(specs, (SIZES[0],), output_dim=SIZES[-1], seed=0)
     seconds = {True: [], False: []}
     for _ in range(2):
-        for native in (True, False):
-            blas.NATIVE = native  # read when a function is traced: start from empty caches
+        for on in (True, False):
+            native.NATIVE = on  # read when a function is traced: start from empty caches
             jax.clear_caches()
             timing.clear()
             zorb.fit(net, x, y, solver="gram", rcond=1e-7)
-            seconds[native].append(zorb.fit(net, x, y, solver="gram", rcond=1e-7)[1].fit_seconds)
-    blas.NATIVE = True
+            seconds[on].append(zorb.fit(net, x, y, solver="gram", rcond=1e-7)[1].fit_seconds)
+    native.NATIVE = True
     jax.clear_caches()  # the XLA route's executables would otherwise serve the items below
     timing.clear()
     print("mnist_6 gram fit (warm, s, two rounds): products through BLAS",
@@ -235,7 +235,7 @@ def print_inverse_after_a_product(rng):
     a, w = jnp.asarray(rng.random((ROWS, 1000))), jnp.asarray(rng.random((1000, 1000)))
     t = jnp.asarray(rng.uniform(-0.9, 0.9, (ROWS, 600)))
     layer = Tanh.build((600,), None, jnp.float64).with_range(jnp.asarray(-0.9), jnp.asarray(0.9))
-    product, inverse = jax.jit(blas.matmul), jax.jit(layer.inverse_in_range)
+    product, inverse = jax.jit(products.matmul), jax.jit(layer.inverse_in_range)
 
     def after():
         product(a, w).block_until_ready()
@@ -245,7 +245,7 @@ def print_inverse_after_a_product(rng):
 
     after()
     print(f"Tanh inverse of 10,000 x 600 entries (OpenBLAS's jobs on "
-          f"{'zorb' if blas.SHARED_POOL else 'its own'} threads): alone {best(lambda: inverse(t)) * 1e3:.1f} ms, "
+          f"{'zorb' if native.SHARED_POOL else 'its own'} threads): alone {best(lambda: inverse(t)) * 1e3:.1f} ms, "
           f"right after a 10,000 x 1,000 x 1,000 product {min(after() for _ in range(3)) * 1e3:.1f} ms")
 
 
@@ -257,21 +257,21 @@ def print_one_call_gram_solve(rng):
         m = rng.standard_normal((3000, rank)) @ rng.standard_normal((rank, 1001)) / 30
         gram, moment = jnp.asarray(m.T @ m), jnp.asarray(m.T @ rng.standard_normal((3000, 800)))
         xla = jax.jit(lambda g, b: _solve_from_gram_xla(g, b, rcond, ridge))
-        one = jax.jit(lambda g, b: blas.gram_solve(g, b, rcond, ridge,
+        one = jax.jit(lambda g, b: solve.gram_solve(g, b, rcond, ridge,
                                                    reference=lambda g, b: _solve_from_gram_xla(g, b, rcond, ridge)))
         print(f"gram solve of 1,001^2 normal equations, rank {rank}, 800 targets: its JAX code "
               f"{best(lambda: xla(gram, moment)) * 1e3:.1f} ms, one FFI call {best(lambda: one(gram, moment)) * 1e3:.1f} ms")
 
 
 def print_split_gram(rng):
-    from zorb.kernels import _blas
+    from zorb.kernels import _native
 
-    gram = jax.jit(lambda a: blas.gram(a, rows=True))
+    gram = jax.jit(lambda a: products.gram(a, rows=True))
     rates = []
     for d in (1001, 601):
         a = jnp.asarray(rng.standard_normal((d, ROWS)))  # the transposed layout's design, one sample per column
         rates.append(f"{d:,} x {ROWS:,}: {d * d * ROWS / best(lambda: gram(a)) / 1e9:.0f} GFLOP/s")
-    print(f"Gram matrix (dsyrk) in {_blas.gram_parts(1001, ROWS)} part(s) (ZORB_SPLIT_GRAM=0 for OpenBLAS's threaded "
+    print(f"Gram matrix (dsyrk) in {_native.gram_parts(1001, ROWS)} part(s) (ZORB_SPLIT_GRAM=0 for OpenBLAS's threaded "
           f"call): " + ", ".join(rates))
 
 
@@ -302,15 +302,15 @@ def print_conv(rng):
     x = jnp.asarray(rng.random((1280, 32, 32, 3)))
     kernel, bias = jnp.asarray(rng.standard_normal((3, 3, 3, 32))), jnp.asarray(rng.standard_normal(32))
     t = jnp.asarray(rng.standard_normal((1280, 30, 30, 32)))
-    ours, xla = jax.jit(lambda x: blas.conv2d(x, kernel, 1, bias)), jax.jit(lambda x: blas._xla_conv2d(x, kernel, bias, 1))
+    ours, xla = jax.jit(lambda x: conv.conv2d(x, kernel, 1, bias)), jax.jit(lambda x: conv.jax_conv2d(x, kernel, 1, bias))
 
     def patch_moments(x, t):
         patches = extract_patches(x, 3, 1)
         return gram_moments(patches.reshape(-1, 27), t.reshape(-1, 32), bias=True)
 
-    fused = jax.jit(lambda x, t: blas.conv_moments(x, t, 3, 1, reference=patch_moments))
+    fused = jax.jit(lambda x, t: conv.conv_moments(x, t, 3, 1, reference=patch_moments))
     print(f"conv1 forward (1,280 32x32x3 images, 32 3x3 filters): XLA {best(lambda: xla(x)) * 1e3:.1f} ms, "
-          f"zorb.kernels.blas.conv2d {best(lambda: ours(x)) * 1e3:.1f} ms; its gram solve's moments: patch matrix + BLAS "
+          f"zorb.kernels.conv.conv2d {best(lambda: ours(x)) * 1e3:.1f} ms; its gram solve's moments: patch matrix + BLAS "
           f"{best(lambda: jax.jit(patch_moments)(x, t)) * 1e3:.1f} ms, without the patch matrix "
           f"{best(lambda: fused(x, t)) * 1e3:.1f} ms")
 
@@ -318,9 +318,9 @@ def print_conv(rng):
 
 def print_extrema(rng):
     x = jnp.asarray(rng.standard_normal((1000, ROWS)))
-    one, two = jax.jit(blas.extrema), jax.jit(lambda x: (jnp.min(x), jnp.max(x)))
+    one, two = jax.jit(squash.extrema), jax.jit(lambda x: (jnp.min(x), jnp.max(x)))
     print(f"global min and max of 10^7 values: jnp.min + jnp.max {best(lambda: two(x)) * 1e3:.1f} ms, "
-          f"zorb.kernels.blas.extrema (one pass) {best(lambda: one(x)) * 1e3:.1f} ms")
+          f"zorb.kernels.squash.extrema (one pass) {best(lambda: one(x)) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ def test_conv2d_kernel_matches_xla_convolution(shape, k, stride, filters, with_b
     x = rng.normal(size=shape)
     kernel = rng.normal(size=(k, k, shape[3], filters))
     bias = rng.normal(size=filters) if with_bias else None
-    conv = jax.jit(lambda x, kernel, bias: conv.conv2d(x, kernel, stride, bias))
-    assert conv.lower(x, kernel, bias).compile().as_text().count('custom_call_target="zorb_conv2d_f64"') == 1
+    convolve = jax.jit(lambda x, kernel, bias: conv.conv2d(x, kernel, stride, bias))
+    assert convolve.lower(x, kernel, bias).compile().as_text().count('custom_call_target="zorb_conv2d_f64"') == 1
     expected = conv.jax_conv2d(jnp.asarray(x), jnp.asarray(kernel), stride, None if bias is None else jnp.asarray(bias))
-    got = np.asarray(conv(x, kernel, bias))
+    got = np.asarray(convolve(x, kernel, bias))
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
 

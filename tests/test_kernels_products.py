@@ -2,8 +2,6 @@
 the one-thread splits of products and Gram matrices on zorb's worker pool."""
 
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -83,16 +81,11 @@ def test_gemm_route_follows_openblas_kernels_and_can_be_forced():
             "a = jnp.ones((300, 200)); b = jnp.ones((200, 256)); "
             "print(native.GEMM_NATIVE, jax.jit(products.matmul).lower(a, b).compile().as_text().count('zorb_'), "
             "jax.jit(products.gram).lower(a).compile().as_text().count('zorb_'))")
-
-    def run(**env):
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**os.environ, **env}).stdout.split()
-
-    assert run(ZORB_NATIVE_GEMM="1") == ["True", "1", "1"]
-    assert run(ZORB_NATIVE_GEMM="0") == ["False", "0", "1"]
+    assert run_python(code, ZORB_NATIVE_GEMM="1") == ["True", "1", "1"]
+    assert run_python(code, ZORB_NATIVE_GEMM="0") == ["False", "0", "1"]
     from zorb.kernels import cpu
 
-    auto = run(ZORB_NATIVE_GEMM="auto")
+    auto = run_python(code, ZORB_NATIVE_GEMM="auto")
     core = native.openblas_cores().get("scipy")
     expected = not cpu.has_avx512() or core is None or native.wide_kernels(core)
     assert auto == [str(expected), str(int(expected)), "1"]
