@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from runner_fixtures import client, compose, runs_of, store, template_store  # noqa: F401
@@ -54,7 +55,8 @@ def test_mlelm_through_the_runner_is_the_baseline_from_the_same_weights(store, t
     data = load_dataset("iris", seed=0)
     net = zorb.build_network([dict(s) for s in cfg.network.layers], data.input_shape, output_dim=3, seed=0)
     expected, _ = baselines.fit_mlelm(net, data.x_train, data.y_train, rcond=1e-15)
-    model = zorb.load(client(store).download_artifacts(run.info.run_id, "model/model.npz", str(tmp_path)))
+    model = zorb.load(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model/data/model.npz",
+                                                          dst_path=str(tmp_path), tracking_uri=store))
     for ours, theirs in zip(model.weights, expected.weights):
         np.testing.assert_array_equal(ours, theirs)
     assert metrics["test_error"] == zorb.evaluate(expected, data.x_test, data.y_test)["error"]
