@@ -86,7 +86,8 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
         # normally opened by MLflowSweepCallback.on_multirun_start; the first job opens it otherwise
         state = job.state.open_parent(tracking_uri=uri, experiment=experiment,
                                       expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
-                                      tags={**tracking.git_info(), **experiment_tag()}, fresh=False)
+                                      tags={**tracking.git_info(), **experiment_tag(),
+                                            **hydra_callbacks.saved_sweep_tags(job.state.folder)}, fresh=False)
         uri, parent_run_id = state["tracking_uri"], state["parent_run_id"]
         experiment_id = state["experiment_id"]
         client = tracking.client(uri)
@@ -96,7 +97,8 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
     recorder = tracking.start_run(client, experiment_id, run_name=run_name(config, job),
                                   tags={**run_tags(config, job), **extra_tags},
                                   parent_run_id=parent_run_id)
-    log.info("MLflow run %s in experiment %r at %s", recorder.run_id, experiment, uri)
+    log.info("MLflow run %s in experiment %r at %s (in the UI: #/experiments/%s/runs/%s?workflowType=machine_learning)",
+             recorder.run_id, experiment, uri, experiment_id, recorder.run_id)
     return recorder
 
 
