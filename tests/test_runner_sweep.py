@@ -89,11 +89,15 @@ def test_sweep_of_datasets_and_seeds_and_its_table(store, tmp_path):
     assert {f"{stem}.md", f"{stem}.csv", f"{stem}.png"} <= artifact_paths(store, parent.info.run_id, "tables")
 
     out = tmp_path / "tables"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "--sweep", "latest",
-                           "--tracking-uri", store, "--out-dir", str(out)], cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = tables_py("--sweep", "latest", "--tracking-uri", store, "--out-dir", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    rows = list(csv.DictReader(io.StringIO((out / f"sweep_{parent.info.run_id}.csv").read_text())))
+    table_csv = (out / f"sweep_{parent.info.run_id}.csv").read_text()
+    # the same sweep named by its parent run
+    done = tables_py("--parent-run-id", parent.info.run_id, "--tracking-uri", store, "--out-dir",
+                     str(tmp_path / "again"), "--no-log", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "again" / f"sweep_{parent.info.run_id}.csv").read_text() == table_csv
+    rows = list(csv.DictReader(io.StringIO(table_csv)))
     assert [r["dataset.name"] for r in rows] == ["iris", "xor"]
     for row in rows:
         runs = [c for c in children if c.data.params["dataset.name"] == row["dataset.name"]]
@@ -106,6 +110,11 @@ def test_sweep_of_datasets_and_seeds_and_its_table(store, tmp_path):
     body = [line for line in table if line.startswith("| iris") or line.startswith("| xor")]
     assert len(body) == 2 and all(" ± " in line for line in body)
     assert (out / f"sweep_{parent.info.run_id}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def tables_py(*arguments: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), *arguments], cwd=cwd,
+                          env=cli_env(), capture_output=True, text=True, timeout=300, check=False)
 
 
 def artifact_paths(uri: str, run_id: str, folder: str) -> set[str]:

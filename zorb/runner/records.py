@@ -1,6 +1,7 @@
 """What is recorded about a run in MLflow: its name and tags, its params, each solved layer's
-figures as the fit goes, the final metrics, the curve, the spectra, the model and the job's
-files. ``RunRecords`` is the experiment's observer (``zorb.runner.experiment.Observer``); a new
+figures as the fit goes (also as series over the layers), the final metrics, the curve, the
+train and test data as dataset inputs, the spectra, the MLflow model and the job's files.
+``RunRecords`` is the experiment's observer (``zorb.runner.experiment.Observer``); a new
 record touches this module only.
 """
 
