@@ -36,6 +36,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 ui: $(PY)
+	@echo "MLflow UI: http://$(UI_HOST):$(UI_PORT); an experiment's runs: http://$(UI_HOST):$(UI_PORT)/#/experiments/<id>?workflowType=machine_learning"
 	$(PY) -m mlflow ui --backend-store-uri '$(STORE)' --host $(UI_HOST) --port $(UI_PORT) --workers 1
 
 # Fit times against the flop-bound limit, peak memory, Adam's time to ZORB's error (scripts/bench.py --help)

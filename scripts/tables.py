@@ -1,12 +1,16 @@
-"""Write a paper table from a sweep's MLflow runs, as Markdown and CSV (zorb/tables.py).
+"""Tables from a sweep's MLflow runs, as Markdown and CSV (zorb/runner/tables.py, zorb/runner/sweeps.py).
 
-    python scripts/tables.py paper_a                  # the latest sweep of experiment=paper_a
-    python scripts/tables.py                          # every experiment with a sweep in the store
+    python scripts/tables.py --sweep latest           # the latest sweep, whatever it swept: table and figure
+    python scripts/tables.py --parent-run-id <id>     # that sweep
+    python scripts/tables.py paper_a                  # the latest sweep of experiment=paper_a, in the paper's layout
+    python scripts/tables.py                          # every paper experiment with a sweep in the store
     python scripts/tables.py paper_c --parent-run-id <id> --out-dir results --tracking-uri sqlite:////x/mlflow.db
 
-Writes <out-dir>/<experiment>.md and .csv and logs both as artifacts (tables/) of the sweep's
-parent run. The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else the project's
-mlflow.db, as for run.py.
+Any sweep: rows grouped by the keys it swept other than seed, mean ± std over seeds, written as
+<out-dir>/sweep_<parent run id>.md, .csv and .png (the main metric against each swept key, one
+line per method). A paper experiment (experiments/<name>.yaml): <out-dir>/<experiment>.md and
+.csv in the paper's layout. Every file is also logged (tables/) on the sweep's parent run.
+The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else the project's mlflow.db, as for run.py.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ from pathlib import Path
 # Run as a file (python scripts/tables.py), the repository root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zorb.runner import tables, tracking  # noqa: E402
+from zorb.runner import sweeps, tables, tracking  # noqa: E402
 from zorb.runner.experiments import EXPERIMENTS_DIR  # noqa: E402
 
 
 def write_table(client, experiment: str, out_dir: Path, parent_run_id: str | None = None,
                 log_artifacts: bool = True) -> list[Path]:
-    """Build ``experiment``'s table from its sweep; returns the files written."""
+    """Build ``experiment``'s paper table from its sweep; returns the files written."""
     parent = tables.find_sweep(client, experiment, parent_run_id)
     records, statuses = tables.read_sweep(client, parent)
     if not records:
@@ -41,24 +45,54 @@ def write_table(client, experiment: str, out_dir: Path, parent_run_id: str | Non
     return paths
 
 
+def write_sweep(uri: str, client, parent_run_id: str | None, out_dir: Path, log_artifacts: bool) -> list[Path]:
+    """Any sweep's table and figure (the latest sweep when ``parent_run_id`` is None)."""
+    if parent_run_id is None:
+        parent = sweeps.latest_sweep(client)
+    else:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            parent = client.get_run(parent_run_id)
+        except MlflowException:
+            raise LookupError(f"no run {parent_run_id} in {uri}: pass a sweep's parent run id "
+                              f"(its tag zorb.role is 'sweep')") from None
+    if log_artifacts:
+        return sweeps.log_sweep_summary(uri, parent.info.run_id, out_dir)
+    return sweeps.write_sweep_summary(uri, parent, out_dir)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="*", metavar="experiment",
-                        help="experiment names (experiments/<name>.yaml); default: every one with a sweep")
+                        help="paper experiments (experiments/<name>.yaml); default: every one with a sweep")
+    parser.add_argument("--sweep", choices=["latest"], default=None,
+                        help="tabulate the latest sweep, whatever it swept")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: as run.py)")
     parser.add_argument("--parent-run-id", default=None,
-                        help="the sweep's parent run (default: the latest sweep of the experiment)")
+                        help="the sweep's parent run (with one experiment: its paper table; alone: any sweep)")
     parser.add_argument("--out-dir", type=Path, default=Path("tables"), help="where to write (default: tables/)")
     parser.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
     args = parser.parse_args(argv)
-    if args.parent_run_id and len(args.experiments) != 1:
-        parser.error("--parent-run-id needs exactly one experiment")
+    if args.sweep and (args.experiments or args.parent_run_id):
+        parser.error("--sweep latest takes no experiment and no --parent-run-id")
+    if args.parent_run_id and len(args.experiments) > 1:
+        parser.error("--parent-run-id takes at most one experiment")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    client = tracking.client(tracking.resolve_tracking_uri(args.tracking_uri))
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    client = tracking.client(uri)
+    if args.sweep or (args.parent_run_id and not args.experiments):
+        try:
+            paths = write_sweep(uri, client, args.parent_run_id, args.out_dir, not args.no_log)
+        except LookupError as error:
+            print(error, file=sys.stderr)
+            return 1
+        print(f"sweep: {', '.join(map(str, paths))}")
+        return 0
     names = args.experiments or sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
     written = 0
     for name in names:

@@ -181,10 +181,11 @@ def test_artifacts_live_beside_a_sqlite_store():
 def test_flatten_config_to_params():
     flat = tracking.flatten({"a": {"b": 1, "c": [{"type": "dense", "units": 3}, {"type": "sigmoid"}]},
                              "d": None, "e": True, "f": {}, "g": 1e-15})
-    assert flat == {"a.b": "1", "a.c.0.type": "dense", "a.c.0.units": "3", "a.c.1.type": "sigmoid",
+    assert flat == {"a.b": "1", "a.c.1.type": "dense", "a.c.1.units": "3", "a.c.2.type": "sigmoid",
                     "d": "null", "e": "true", "f": "{}", "g": "1e-15"}
     params = tracking.flatten(OmegaConf.to_container(compose(), resolve=True))
-    assert params["network.layers.0.type"] == "conv2d" and params["solver.name"] == "svd"
+    # layer 1 of conv_dense is its convolution, as in the metrics (layer1.rank) and the log lines
+    assert params["network.layers.1.type"] == "conv2d" and params["network.layers.4.units"] == "outputs"
     assert all(len(k) <= 250 and len(v) <= tracking.MAX_PARAM_LENGTH for k, v in params.items())
 
 

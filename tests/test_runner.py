@@ -8,12 +8,15 @@ import math
 import re
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from omegaconf import OmegaConf
 from runner_fixtures import cli_env, client, compose, run_cli, runs_of, store, template_store  # noqa: F401
 
 import zorb
+from zorb.runner import experiment as experiment_module
 from zorb.runner import job as runner
 from zorb.runner import tracking
 from zorb.data import load_dataset
@@ -37,11 +40,18 @@ def design_shapes(cfg, dataset) -> dict[int, tuple[int, int]]:
 
 
 def check_recorded_run(uri: str, run, cfg, tmp_path: Path, *, cli: bool) -> None:
-    """Everything a run must record: params, tags, metrics, spectra, figure, model, config."""
+    """Everything a run must record: its name, params, tags, metrics and per-layer series,
+    dataset inputs, spectra, figure, MLflow model, config; its experiment's kind."""
     mlflow_client = client(uri)
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"{cfg.dataset.name}-{cfg.network.name}-{cfg.method.name}-seed{cfg.seed}"
+    experiment = mlflow_client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     expected_params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     assert run.data.params == expected_params
+    # params number the layers from 1, as the metrics do
+    for position, spec in enumerate(cfg.network.layers, 1):
+        assert run.data.params[f"network.layers.{position}.type"] == spec.type
     assert REQUIRED_TAGS <= set(run.data.tags)
     assert run.data.tags["dtype"] == "float64" and run.data.tags["jax.backend"] == "cpu"
     assert run.data.tags["git.dirty"] in ("true", "false", "unknown")
@@ -54,6 +64,21 @@ def check_recorded_run(uri: str, run, cfg, tmp_path: Path, *, cli: bool) -> None
     shapes = design_shapes(cfg, dataset)
     for index in shapes:
         assert {f"layer{index}.solve_seconds", f"layer{index}.rank", f"layer{index}.cond"} <= set(metrics)
+    # one point per parametric layer, its position as the step, the value of layer{i}.<figure>
+    for figure in ("rank", "cond", "solve_seconds"):
+        series = {m.step: m.value for m in mlflow_client.get_metric_history(run.info.run_id, f"layer.{figure}")}
+        assert series == {index: metrics[f"layer{index}.{figure}"] for index in shapes}
+
+    inputs = {tag.value: entry.dataset for entry in run.inputs.dataset_inputs for tag in entry.tags
+              if tag.key == "mlflow.data.context"}
+    assert set(inputs) == {"train", "test"}
+    for split in ("train", "test"):
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        assert inputs[split].name == f"{cfg.dataset.name}-{split}"
+        assert inputs[split].digest == experiment_module.arrays_digest([x, y])[:16]
+        profile = json.loads(inputs[split].profile)
+        assert profile["features_shape"] == list(x.shape) and profile["targets_shape"] == list(y.shape)
+        assert json.loads(inputs[split].source)["tags"]["dataset.name"] == cfg.dataset.name
 
     downloaded = Path(mlflow_client.download_artifacts(run.info.run_id, "", str(tmp_path / run.info.run_id)))
     for index, (rows, cols) in shapes.items():
@@ -63,11 +88,19 @@ def check_recorded_run(uri: str, run, cfg, tmp_path: Path, *, cli: bool) -> None
         assert metrics[f"layer{index}.rank"] == np.sum(spectrum > metrics[f"layer{index}.cutoff"])
     assert (downloaded / "spectra" / "spectra.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    model = zorb.load(downloaded / "model" / "model.npz")
-    scores = zorb.evaluate(model, dataset.x_test, dataset.y_test, task=dataset.task)
+    # the MLflow model: a pyfunc that runs zorb.predict on the network saved inside it
+    with _use_tracking_uri(uri):  # the store runs:/ URIs are read from, restored after
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path)))
+    network = zorb.load(local / "data" / "model.npz")
+    np.testing.assert_array_equal(model.predict(dataset.x_test), zorb.predict(network, dataset.x_test))
+    scores = zorb.evaluate(network, dataset.x_test, dataset.y_test, task=dataset.task)
     assert scores["error"] == pytest.approx(metrics["test_error"], rel=1e-9)
     if "accuracy" in scores:
         assert scores["accuracy"] == metrics["test_accuracy"]
+    [logged] = mlflow_client.search_logged_models([run.info.experiment_id],
+                                                  filter_string=f"source_run_id = '{run.info.run_id}'")
+    assert logged.name == "model" and {m.key for m in logged.metrics} >= {"test_error"}
 
     assert OmegaConf.load(downloaded / "config.yaml") == OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     if cli:

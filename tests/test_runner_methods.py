@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from runner_fixtures import client, compose, runs_of, store, template_store  # noqa: F401
 
 import zorb
@@ -54,7 +56,9 @@ def test_mlelm_through_the_runner_is_the_baseline_from_the_same_weights(store, t
     data = load_dataset("iris", seed=0)
     net = zorb.build_network([dict(s) for s in cfg.network.layers], data.input_shape, output_dim=3, seed=0)
     expected, _ = baselines.fit_mlelm(net, data.x_train, data.y_train, rcond=1e-15)
-    model = zorb.load(client(store).download_artifacts(run.info.run_id, "model/model.npz", str(tmp_path)))
+    with _use_tracking_uri(store):  # runs:/ finds a logged model in MLflow's global store
+        folder = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path))
+    model = zorb.load(Path(folder) / "data" / "model.npz")
     for ours, theirs in zip(model.weights, expected.weights):
         np.testing.assert_array_equal(ours, theirs)
     assert metrics["test_error"] == zorb.evaluate(expected, data.x_test, data.y_test)["error"]
@@ -120,8 +124,8 @@ def test_limits_shrink_the_data_the_layers_and_the_steps(store):
                         "limits.width=5", "limits.steps=40", f"tracking.uri={store}", "tracking.log_model=false"))
     run = only_run(store)
     assert run.data.metrics["train_samples"] == 50 and run.data.metrics["test_samples"] == 30
-    assert run.data.params["network.layers.0.units"] == "5" and run.data.params["network.layers.2.units"] == "5"
-    assert run.data.params["network.layers.4.units"] == "outputs"
+    assert run.data.params["network.layers.1.units"] == "5" and run.data.params["network.layers.3.units"] == "5"
+    assert run.data.params["network.layers.5.units"] == "outputs"
     assert run.data.params["method.steps"] == "40" and history(store, run, "curve.train_error")[-1][0] == 40
 
 

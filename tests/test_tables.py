@@ -113,3 +113,47 @@ def test_notes_say_when_runs_were_shrunk_or_lack_validation():
     notes = tables.build_table(runs).notes
     assert any("width=4" in note for note in notes)
     assert any("without val_error" in note for note in notes)
+
+
+def test_any_sweep_is_grouped_by_its_swept_keys_but_seed():
+    """zorb.runner.sweeps on a DataFrame shaped as mlflow.search_runs returns it: rows by
+    (dataset, method) in job order, mean and population std over seeds, no accuracy for the
+    regression dataset, so the figure shows the test error."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from zorb.runner import sweeps
+
+    rows, job = [], 0
+    for dataset in ("iris", "boston"):
+        for method in ("zorb", "mlelm"):
+            for seed in range(3):
+                metrics = {"metrics.test_error": 0.1 * seed + (dataset == "boston") + 0.01 * (method == "mlelm"),
+                           "metrics.train_error": 0.05, "metrics.fit_seconds": 1.0}
+                if dataset == "iris":
+                    metrics["metrics.test_accuracy"] = 0.9 - 0.01 * seed
+                rows.append({"run_id": f"r{job}", "params.dataset.name": dataset, "params.method.name": method,
+                             "params.seed": str(seed), "tags.zorb.job_num": str(job), **metrics})
+                job += 1
+    runs = pd.DataFrame(rows[::-1])  # newest first, as search_runs orders them
+    runs = runs.sort_values("tags.zorb.job_num", key=lambda nums: nums.astype(int), ignore_index=True)
+    parent = SimpleNamespace(info=SimpleNamespace(run_id="p", run_name="sweep x"),
+                             data=SimpleNamespace(tags={sweeps.SWEPT_KEYS_TAG: "dataset,method,seed"}))
+    table = sweeps.sweep_table(parent, runs)
+    assert list(zip(table["dataset.name"], table["method.name"])) == [
+        ("iris", "zorb"), ("iris", "mlelm"), ("boston", "zorb"), ("boston", "mlelm")]
+    assert list(table["runs"]) == [3] * 4 and list(table["seeds"]) == ["0 1 2"] * 4
+    errors = [1 + 0.01 + 0.1 * s for s in range(3)]
+    assert table["test_error_mean"].iloc[3] == pytest.approx(np.mean(errors))
+    assert table["test_error_std"].iloc[3] == pytest.approx(np.std(errors))
+    assert table["test_accuracy_mean"].iloc[0] == pytest.approx(0.89)
+    assert np.isnan(table["test_accuracy_mean"].iloc[2])
+    assert sweeps.main_metric(table) == "test_error"
+    text = sweeps.markdown(table, "sweep x")
+    [boston] = [line for line in text.splitlines() if line.startswith("| boston | mlelm")]
+    assert boston.count("—") == 1  # its test accuracy
+    figure = sweeps.sweep_figure(parent, runs, table)
+    assert [ax.get_xlabel() for ax in figure.axes] == ["dataset.name"]
+    assert len(figure.axes[0].get_legend().get_texts()) == 2  # one line per method

@@ -14,9 +14,10 @@ file in the sweep directory, read and written under an ``fcntl`` lock:
   it records its status; the job that records the last expected job closes the parent:
   FAILED if any job failed, else FINISHED. ``on_job_end`` records too (idempotent), which
   covers a job that failed outside zorb's code.
-- ``on_multirun_end`` closes the parent if it is still open. Hydra skips it when a job
-  failed, so the launching process also closes an open parent when it exits (FAILED unless
-  every expected job finished).
+- ``on_multirun_end`` closes the parent if it is still open and logs the sweep's table and
+  figure on it (``zorb.runner.sweeps``). Hydra skips it when a job failed, so the launching
+  process also closes an open parent when it exits (FAILED unless every expected job
+  finished).
 
 ``DataCheckCallback`` runs first: a multirun whose jobs all read one image dataset (an
 experiment such as paper_b) checks that its files are present before any job starts, so a
@@ -90,6 +91,25 @@ def swept_keys(config: DictConfig) -> set[str] | None:
     except Exception as error:
         log.debug("cannot read the sweep's overrides: %s", error)
         return None
+
+
+def swept_keys_tag(config: DictConfig) -> dict[str, str]:
+    """``{"zorb.swept_keys": "dataset,seed"}``: the keys this multirun sweeps, in the order
+    given (what ``zorb.runner.sweeps`` groups its table by); empty if unknown."""
+    from zorb.runner.sweeps import SWEPT_KEYS_TAG
+
+    try:
+        keys = [o.key_or_group for o in _sweep_overrides(config.hydra) if o.is_sweep_override()]
+    except Exception as error:
+        log.debug("cannot read the sweep's overrides: %s", error)
+        return {}
+    return {SWEPT_KEYS_TAG: ",".join(dict.fromkeys(keys))} if keys else {}
+
+
+def saved_sweep_tags(folder: Path) -> dict[str, str]:
+    """``swept_keys_tag`` of the sweep whose config Hydra saved in ``<folder>/multirun.yaml``."""
+    saved = folder / "multirun.yaml"
+    return swept_keys_tag(OmegaConf.load(saved)) if saved.is_file() else {}
 
 
 def experiment_choice(config: DictConfig) -> str | None:
@@ -238,7 +258,7 @@ def sweep_tags(config: DictConfig) -> dict[str, str]:
     experiment = experiment_choice(config)
     if experiment:
         tags["zorb.experiment"] = experiment
-    return tags
+    return {**tags, **swept_keys_tag(config)}
 
 
 class DataCheckCallback(Callback):
@@ -286,7 +306,18 @@ class MLflowSweepCallback(Callback):
         SweepState(sweep_dir_of(config.hydra)).record_job(int(config.hydra.job.num), status)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        SweepState(sweep_dir_of(config.hydra)).close()
+        state = SweepState(sweep_dir_of(config.hydra))
+        state.close()
+        opened = state.read()
+        if opened is None:
+            return
+        from zorb.runner.sweeps import log_sweep_summary
+
+        try:  # the sweep's table and figure on its parent run (python scripts/tables.py --sweep latest redoes them)
+            log_sweep_summary(opened["tracking_uri"], opened["parent_run_id"])
+        except Exception as error:  # the runs are recorded; a summary that fails must not fail the sweep
+            log.error("could not log the sweep's table and figure on parent run %s: %s",
+                      opened["parent_run_id"], error)
 
 
 def _close_at_exit(state: SweepState) -> None:

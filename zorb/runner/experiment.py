@@ -55,9 +55,14 @@ _TEST_LIMIT_STREAM = 5
 
 def weights_digest(network: zorb.Network) -> str:
     """SHA-256 of the network's weight arrays (dtype, shape and bytes of each, in order)."""
+    return arrays_digest(network.weights)
+
+
+def arrays_digest(arrays) -> str:
+    """SHA-256 (hex) of arrays: the dtype, shape and bytes of each, in order."""
     digest = hashlib.sha256()
-    for weights in network.weights:
-        array = np.ascontiguousarray(np.asarray(weights))
+    for values in arrays:
+        array = np.ascontiguousarray(np.asarray(values))
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()

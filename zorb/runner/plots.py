@@ -47,3 +47,35 @@ def spectra_figure(layers: Sequence, *, title: str | None = None) -> Figure:
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
+
+
+def metric_against_keys(runs, metric: str, keys: Sequence[str], *, line: str, title: str | None = None) -> Figure:
+    """One panel per key of ``keys``: the mean of column ``metric`` of ``runs`` (a pandas
+    DataFrame, one row per run) at each value of the key, one line per value of column
+    ``line``, the standard deviation (ddof=0) as error bars. Numeric keys are drawn on a
+    number axis (logarithmic when they span more than two decades), others in sweep order."""
+    import pandas as pd
+
+    figure = Figure(figsize=(4.6 * len(keys), 3.6 + (0.4 if title else 0)), layout="constrained")
+    FigureCanvasAgg(figure)
+    for ax, key in zip(figure.subplots(1, len(keys), squeeze=False).ravel(), keys):
+        numbers = pd.to_numeric(runs[key], errors="coerce")
+        numeric = bool(numbers.notna().all())
+        order = sorted(numbers.unique()) if numeric else list(dict.fromkeys(runs[key]))
+        for name, group in runs.groupby(line, sort=False):
+            stats = group.groupby(numbers.loc[group.index] if numeric else group[key])[metric].agg(
+                ["mean", lambda values: values.std(ddof=0)])
+            stats = stats.reindex([v for v in order if v in stats.index])
+            x = stats.index.to_numpy(dtype=float) if numeric else [order.index(v) for v in stats.index]
+            ax.errorbar(x, stats["mean"], yerr=stats.iloc[:, 1], marker="o", capsize=3, label=str(name))
+        if numeric and min(order) > 0 and max(order) / min(order) > 100:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(order)), [str(v) for v in order], rotation=30 if len(order) > 4 else 0)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(True, alpha=0.3)
+        ax.legend(title=line, fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure

@@ -1,6 +1,7 @@
 """What is recorded about a run in MLflow: its name and tags, its params, each solved layer's
-figures as the fit goes, the final metrics, the curve, the spectra, the model and the job's
-files. ``RunRecords`` is the experiment's observer (``zorb.runner.experiment.Observer``); a new
+figures as the fit goes (also as series over the layers), the final metrics, the curve, the
+train and test data as dataset inputs, the spectra, the MLflow model and the job's files.
+``RunRecords`` is the experiment's observer (``zorb.runner.experiment.Observer``); a new
 record touches this module only.
 """
 
@@ -35,7 +36,9 @@ def hydra_config():
 
 
 def run_name(config: Mapping, job) -> str:
-    name = f"{get(config, 'dataset', 'name')}-{get(config, 'network', 'name')}-seed{get(config, 'seed')}"
+    """``<dataset>-<network>-<method>-seed<k>``, then `` #<job>`` in a sweep."""
+    name = "-".join(str(get(config, key, "name")) for key in ("dataset", "network", "method"))
+    name = f"{name}-seed{get(config, 'seed')}"
     return name if job is None else f"{name} #{job.num}"
 
 
@@ -84,7 +87,8 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
         # normally opened by MLflowSweepCallback.on_multirun_start; the first job opens it otherwise
         state = job.state.open_parent(tracking_uri=uri, experiment=experiment,
                                       expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
-                                      tags={**tracking.git_info(), **experiment_tag()}, fresh=False)
+                                      tags={**tracking.git_info(), **experiment_tag(),
+                                            **hydra_callbacks.saved_sweep_tags(job.state.folder)}, fresh=False)
         uri, parent_run_id = state["tracking_uri"], state["parent_run_id"]
         experiment_id = state["experiment_id"]
         client = tracking.client(uri)
@@ -94,7 +98,8 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
     recorder = tracking.start_run(client, experiment_id, run_name=run_name(config, job),
                                   tags={**run_tags(config, job), **extra_tags},
                                   parent_run_id=parent_run_id)
-    log.info("MLflow run %s in experiment %r at %s", recorder.run_id, experiment, uri)
+    log.info("MLflow run %s in experiment %r at %s (in the UI: #/experiments/%s/runs/%s?workflowType=machine_learning)",
+             recorder.run_id, experiment, uri, experiment_id, recorder.run_id)
     return recorder
 
 
@@ -114,7 +119,7 @@ PROGRESS_AFTER_SECONDS = 10.0
 
 
 class _Progress:
-    """The fit's callback: one log line per solved layer, and its metrics in MLflow.
+    """The fit's callback: one log line per solved layer, and its figures in MLflow.
 
     The fit's clock runs while the callback does, and one store write takes ~10 ms: as much
     as a whole small fit. So metrics wait for ``flush()`` after the fit until the fit has run
@@ -126,7 +131,7 @@ class _Progress:
         self.total = len(network.parametric_indices)
         self.recorder = recorder
         self.done = 0
-        self.pending: dict[str, float] = {}
+        self.pending: list[tuple[str, float, int]] = []
         self.started = time.perf_counter()
 
     def __call__(self, report) -> None:
@@ -136,23 +141,30 @@ class _Progress:
                  "rank %d/%d, cond %.3g", report.index, report.kind, self.done, self.total, rows, cols,
                  report.solve_seconds, report.target_seconds, report.compile_seconds, report.rank,
                  min(rows, cols), report.cond)
-        self.pending.update(layer_metrics(report))
+        self.pending += layer_points(report)
         if time.perf_counter() - self.started >= PROGRESS_AFTER_SECONDS:
             self.flush()
 
     def flush(self) -> None:
         if self.recorder is not None and self.pending:
-            self.recorder.log_metrics(self.pending)
-        self.pending = {}
+            self.recorder.log_points(self.pending)
+        self.pending = []
+
+
+LAYER_FIGURES = ("solve_seconds", "rank", "cond", "cutoff", "target_seconds", "forward_seconds", "compile_seconds")
 
 
 def layer_metrics(report) -> dict[str, float]:
-    """``layer{i}.<figure>`` for one solved layer (``i`` its 1-based position)."""
-    prefix = f"layer{report.index}."
-    return {prefix + "solve_seconds": report.solve_seconds, prefix + "rank": report.rank,
-            prefix + "cond": report.cond, prefix + "cutoff": report.cutoff,
-            prefix + "target_seconds": report.target_seconds, prefix + "forward_seconds": report.forward_seconds,
-            prefix + "compile_seconds": report.compile_seconds}
+    """``layer{i}.<figure>`` for one solved layer (``i`` its 1-based position in the network)."""
+    return {f"layer{report.index}.{figure}": getattr(report, figure) for figure in LAYER_FIGURES}
+
+
+def layer_points(report) -> list[tuple[str, float, int]]:
+    """``(key, value, step)`` of one solved layer: ``layer{i}.<figure>`` at step 0, and the
+    series ``layer.<figure>`` at step ``i``, so that one MLflow chart shows a figure across
+    the layers."""
+    return [(key, value, 0) for key, value in layer_metrics(report).items()] + \
+        [(f"layer.{figure}", getattr(report, figure), report.index) for figure in LAYER_FIGURES]
 
 
 def log_curve(recorder: tracking.RunRecorder, report) -> None:
@@ -165,8 +177,61 @@ def log_curve(recorder: tracking.RunRecorder, report) -> None:
     recorder.log_metric_history("curve.train_seconds", [(step, seconds) for step, seconds, _ in curve])
 
 
-def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, trained: zorb.Network, report) -> None:
-    """Spectra (one .npy per solved layer, a JSON summary, one figure), the model, configs, log."""
+def log_datasets(recorder: tracking.RunRecorder, config: Mapping, dataset) -> None:
+    """The train and test splits the run used as its MLflow inputs: name, digest (of the
+    arrays), source (zorb's loader with the run's dataset options) and shapes."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    from zorb.runner.experiment import arrays_digest
+
+    options = {f"dataset.{key}": str(value) for key, value in get(config, "dataset").items()}
+    source = CodeDatasetSource({"loader": "zorb.data.load_dataset", **options, "seed": str(get(config, "seed")),
+                                **{f"limits.{key}": str(value) for key, value in get(config, "limits").items()
+                                   if value is not None}})
+    recorder.log_datasets({
+        split: mlflow.data.from_numpy(features, targets=targets, source=source, name=f"{dataset.name}-{split}",
+                                      digest=arrays_digest([features, targets])[:DIGEST_LENGTH])
+        for split, features, targets in (("train", dataset.x_train, dataset.y_train),
+                                         ("test", dataset.x_test, dataset.y_test))})
+
+
+DIGEST_LENGTH = 16
+"""Hex digits of a dataset's SHA-256 kept as its MLflow digest (MLflow stores at most 36)."""
+
+
+def log_model(recorder: tracking.RunRecorder, trained: zorb.Network) -> str:
+    """The network as the MLflow model ``runs:/<run id>/model`` (a logged model, flavour
+    ``pyfunc``; see ``zorb.runner.mlflow_model``), with zorb's ``.npz`` inside; returns the
+    logged model's id."""
+    import warnings
+
+    import jax
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from zorb.runner import mlflow_model
+
+    dtype = np.dtype(trained.dtype)
+    signature = ModelSignature(inputs=Schema([TensorSpec(dtype, (-1, *trained.input_shape))]),
+                               outputs=Schema([TensorSpec(dtype, (-1, *trained.output_shape))]))
+    # Named, so MLflow does not load the model in a subprocess to guess them; zorb itself
+    # is installed from its checkout.
+    requirements = [f"jax=={jax.__version__}", f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"]
+    with tempfile.TemporaryDirectory() as folder:
+        network, model = Path(folder) / mlflow_model.NETWORK_FILE, Path(folder) / mlflow_model.ARTIFACT_PATH
+        zorb.save(trained, network)
+        with warnings.catch_warnings():
+            # an input example would cost a prediction (and its compilation) per run
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            mlflow.pyfunc.save_model(str(model), loader_module=mlflow_model.__name__, data_path=str(network),
+                                     signature=signature, pip_requirements=requirements)
+        return recorder.log_model(model, mlflow_model.ARTIFACT_PATH)
+
+
+def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, report) -> None:
+    """Spectra (one .npy per solved layer, a JSON summary, one figure), configs, log."""
     from zorb.runner.plots import spectra_figure
 
     with tempfile.TemporaryDirectory() as folder:
@@ -185,10 +250,6 @@ def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, trained: zorb
                                                          f"{config['network']['name']}: spectra of [A, 1]")
             figure.savefig(spectra / "spectra.png", dpi=110)
         recorder.log_dir(spectra, "spectra")
-        if get(config, "tracking").get("log_model", True):
-            model = Path(folder) / "model.npz"
-            zorb.save(trained, model)
-            recorder.log_file(model, "model")
     recorder.log_text(OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
     log_job_files(recorder)
 
@@ -228,6 +289,10 @@ class RunRecords:
     def finished(self, outcome) -> None:
         if self.progress is not None:
             self.progress.flush()
-        self.recorder.log_metrics(outcome.metrics)
         log_curve(self.recorder, outcome.report)
-        log_artifacts(self.recorder, outcome.config, outcome.trained, outcome.report)
+        log_datasets(self.recorder, outcome.config, outcome.dataset)
+        log_artifacts(self.recorder, outcome.config, outcome.report)
+        model_id = log_model(self.recorder, outcome.trained) if get(outcome.config, "tracking").get("log_model", True) \
+            else None
+        # with the model's id, the metrics are also the logged model's (its row under "Logged models")
+        self.recorder.log_metrics(outcome.metrics, model_id=model_id)

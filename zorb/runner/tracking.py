@@ -38,6 +38,10 @@ MAX_TAG_LENGTH = 5000
 MAX_METRICS_PER_BATCH = 1000
 # SQLite lets one writer in at a time; MLflow's requests wait this long on a locked store.
 SQLITE_RETRIES = 8
+# The experiment tag MLflow 3's UI reads to choose its mode, and its value for model training
+# (without it the UI opens an experiment on the GenAI traces page, not on its runs).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def project_root() -> Path:
@@ -155,7 +159,8 @@ def client(uri: str):
 
 
 def experiment_id(mlflow_client, uri: str, name: str) -> str:
-    """The id of experiment ``name``, created (with its artifact location) if missing."""
+    """The id of experiment ``name``, created (with its artifact location) if missing; the
+    experiment carries ``EXPERIMENT_KIND_TAG`` (set here on one made without it)."""
     with store_lock(uri):
         found = retrying(mlflow_client.get_experiment_by_name, name)
         if found is not None:
@@ -164,10 +169,12 @@ def experiment_id(mlflow_client, uri: str, name: str) -> str:
 
                 raise ConfigError(f"MLflow experiment {name!r} is deleted in {uri}: restore it "
                                   f"(mlflow experiments restore) or choose another tracking.experiment")
+            if EXPERIMENT_KIND_TAG not in found.tags:
+                retrying(mlflow_client.set_experiment_tag, found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
         try:
-            return retrying(mlflow_client.create_experiment, name,
-                            artifact_location=artifact_location(uri, name))
+            return retrying(mlflow_client.create_experiment, name, artifact_location=artifact_location(uri, name),
+                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception as error:
             if "already exists" not in str(error).lower():
                 raise
@@ -175,17 +182,19 @@ def experiment_id(mlflow_client, uri: str, name: str) -> str:
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, str]:
-    """A nested dict/list as ``{"a.b.0.c": "value"}``: the shape MLflow params take.
+    """A nested dict/list as ``{"a.b.1.c": "value"}``: the shape MLflow params take.
 
-    Values are written as YAML would read them back (``null``, ``true``, numbers as
-    Python prints them); an empty dict or list is kept as ``{}`` / ``[]``.
+    List items are numbered from 1, as layers are everywhere in zorb's records
+    (``network.layers.3.units`` is layer 3, whose figures are ``layer3.*``). Values are
+    written as YAML would read them back (``null``, ``true``, numbers as Python prints
+    them); an empty dict or list is kept as ``{}`` / ``[]``.
     """
     items: dict[str, str] = {}
     if isinstance(config, Mapping) and config:
         for key, value in config.items():
             items.update(flatten(value, f"{prefix}{key}."))
     elif isinstance(config, (list, tuple)) and config:
-        for index, value in enumerate(config):
+        for index, value in enumerate(config, 1):
             items.update(flatten(value, f"{prefix}{index}."))
     else:
         items[prefix[:-1]] = _param_text(config)
@@ -271,21 +280,49 @@ class RunRecorder:
         retrying(self.client.log_batch, self.run_id,
                  tags=[RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in tags.items()])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, model_id: str | None = None) -> None:
+        """Metrics at one step; with ``model_id``, also the metrics of that logged model."""
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
         retrying(self.client.log_batch, self.run_id,
-                 metrics=[Metric(k, finite_or_max(float(v)), stamp, step) for k, v in metrics.items()])
+                 metrics=[Metric(k, finite_or_max(float(v)), stamp, step, model_id=model_id)
+                          for k, v in metrics.items()])
 
     def log_metric_history(self, key: str, points: list[tuple[int, float]]) -> None:
-        """One metric's history, ``(step, value)`` per point, in batches MLflow accepts."""
+        """One metric's history, ``(step, value)`` per point."""
+        self.log_points([(key, value, step) for step, value in points])
+
+    def log_points(self, points: list[tuple[str, float, int]]) -> None:
+        """Metric values at steps, ``(key, value, step)`` each, in batches MLflow accepts."""
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        metrics = [Metric(key, finite_or_max(float(value)), stamp, int(step)) for step, value in points]
+        metrics = [Metric(key, finite_or_max(float(value)), stamp, int(step)) for key, value, step in points]
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             retrying(self.client.log_batch, self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+
+    def log_datasets(self, datasets: Mapping[str, Any]) -> None:
+        """MLflow datasets (``mlflow.data.Dataset``) as the run's inputs, keyed by their
+        context (``train``, ``test``), which tags each input."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+                  for context, dataset in datasets.items()]
+        retrying(self.client.log_inputs, self.run_id, datasets=inputs)
+
+    def log_model(self, local_dir: Path, name: str) -> str:
+        """An MLflow model saved in ``local_dir`` as this run's logged model ``name``
+        (``runs:/<run id>/<name>``); returns the model's id."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        experiment = retrying(self.client.get_run, self.run_id).info.experiment_id
+        model = retrying(self.client.create_logged_model, experiment, name=name, source_run_id=self.run_id)
+        retrying(self.client.log_model_artifacts, model.model_id, str(local_dir))
+        retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY)
+        retrying(self.client.log_outputs, self.run_id, [LoggedModelOutput(model.model_id, step=0)])
+        return model.model_id
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         retrying(self.client.log_artifact, self.run_id, str(path), artifact_path)
