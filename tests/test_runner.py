@@ -101,6 +101,25 @@ def test_per_layer_solver_options(store, tmp_path):
     assert (summary[3]["u_rcond"], summary[3]["b_rcond"], summary[3]["ridge"]) == (1e-3, 1e-3, 0.5)
 
 
+def test_auto_ridge_logs_each_layers_choice_and_its_gcv_figure(store, tmp_path):
+    cfg = compose("dataset=iris", f"tracking.uri={store}", "solver.ridge=auto", "tracking.log_model=false")
+    runner.main(cfg)
+    [run] = runs_of(store)
+    assert run.data.params["solver.ridge"] == "auto"
+    folder = Path(client(store).download_artifacts(run.info.run_id, "spectra", str(tmp_path)))
+    summary = {layer["index"]: layer for layer in json.loads((folder / "summary.json").read_text())}
+    dataset = load_dataset("iris", seed=cfg.seed, data_dir=cfg.data_dir)
+    for index in (1, 3):
+        chosen = run.data.metrics[f"layer{index}.ridge"]
+        assert chosen > 0 and summary[index]["ridge"] == pytest.approx(chosen, rel=1e-6)
+    assert (folder / "ridge_gcv.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # zorb.fit outside the runner, same data and seed, chooses the same ridges
+    net = zorb.build_network(OmegaConf.to_container(cfg.network.layers, resolve=True), dataset.input_shape,
+                             output_dim=dataset.output_dim, seed=cfg.seed)
+    _, report = zorb.fit(net, dataset.x_train, dataset.y_train, rcond=cfg.solver.rcond, ridge="auto", seed=cfg.seed)
+    assert [r.ridge for r in report.layers] == pytest.approx([summary[1]["ridge"], summary[3]["ridge"]], rel=1e-9)
+
+
 def test_experiment_name_comes_from_the_config(store):
     runner.main(compose("dataset=xor", f"tracking.uri={store}", "tracking.experiment=xor runs",
                         "tracking.log_model=false"))

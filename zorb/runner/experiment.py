@@ -136,7 +136,7 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
              len(dataset.x_train), len(dataset.x_test), dataset.input_shape, dataset.output_dim, dataset.task)
     log.info("network %s:\n%s", config["network"]["name"], network.describe())
     settings = ", ".join(f"{key} {value}" for key, value in options.items()) or \
-        f"solver {solver.name}, rcond {solver.rcond:g}, ridge {solver.ridge:g}" + \
+        f"solver {solver.name}, rcond {solver.rcond:g}, ridge {solver.ridge}" + \
         "".join(f", {key} {value}" for key, value in (("chunk_rows", solver.chunk_rows), ("devices", solver.devices))
                 if value is not None)
     log.info("fitting %d layer(s) with %s: %s", len(network.parametric_indices), method_name, settings)

@@ -152,7 +152,7 @@ def layer_metrics(report) -> dict[str, float]:
     return {prefix + "solve_seconds": report.solve_seconds, prefix + "rank": report.rank,
             prefix + "cond": report.cond, prefix + "cutoff": report.cutoff,
             prefix + "target_seconds": report.target_seconds, prefix + "forward_seconds": report.forward_seconds,
-            prefix + "compile_seconds": report.compile_seconds}
+            prefix + "compile_seconds": report.compile_seconds, prefix + "ridge": report.ridge}
 
 
 def log_curve(recorder: tracking.RunRecorder, report) -> None:
@@ -167,7 +167,7 @@ def log_curve(recorder: tracking.RunRecorder, report) -> None:
 
 def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, trained: zorb.Network, report) -> None:
     """Spectra (one .npy per solved layer, a JSON summary, one figure), the model, configs, log."""
-    from zorb.runner.plots import spectra_figure
+    from zorb.runner.plots import ridge_figure, spectra_figure
 
     with tempfile.TemporaryDirectory() as folder:
         spectra = Path(folder) / "spectra"
@@ -184,6 +184,9 @@ def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, trained: zorb
             figure = spectra_figure(report.layers, title=f"{config['dataset']['name']} / "
                                                          f"{config['network']['name']}: spectra of [A, 1]")
             figure.savefig(spectra / "spectra.png", dpi=110)
+        chosen = [layer for layer in report.layers if getattr(layer, "ridge_grid", None) is not None]
+        if chosen:  # ridge="auto": each layer's GCV curve and choice
+            ridge_figure(chosen).savefig(spectra / "ridge_gcv.png", dpi=110)
         recorder.log_dir(spectra, "spectra")
         if get(config, "tracking").get("log_model", True):
             model = Path(folder) / "model.npz"

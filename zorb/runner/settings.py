@@ -29,7 +29,7 @@ class SolverSettings:
     rcond: float
     u_rcond: float | None
     b_rcond: float | None
-    ridge: float
+    ridge: float | str
     per_layer: dict[int, dict[str, Any]]
     chunk_rows: int | None = None
     devices: int | str | None = None
