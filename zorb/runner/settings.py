@@ -191,6 +191,16 @@ def init_paths(config: Mapping) -> tuple[Path | None, Path | None]:
     return init_file, init_out
 
 
+def init_seed(config: Mapping) -> int:
+    """The seed of the initial weights: ``init_seed``, or ``seed`` when it is null."""
+    value = config.get("init_seed")
+    if value is None:
+        return get(config, "seed")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"init_seed must be a non-negative integer or null (the run's seed), got {value!r}")
+    return value
+
+
 def layer_specs(config: Mapping) -> list[dict[str, Any]]:
     layers = get(config, "network", "layers")
     if not isinstance(layers, list) or not layers:
