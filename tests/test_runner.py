@@ -120,6 +120,16 @@ def test_auto_ridge_logs_each_layers_choice_and_its_gcv_figure(store, tmp_path):
     assert [r.ridge for r in report.layers] == pytest.approx([summary[1]["ridge"], summary[3]["ridge"]], rel=1e-9)
 
 
+def test_init_seed_fixes_the_initial_weights_across_seeds(store):
+    """The paper's Boston runs all started from the same weights; init_seed does that."""
+    for seed in (0, 1):
+        runner.main(compose("dataset=boston", f"seed={seed}", "init_seed=7", f"tracking.uri={store}",
+                            "tracking.log_model=false"))
+    runner.main(compose("dataset=boston", "seed=1", f"tracking.uri={store}", "tracking.log_model=false"))
+    digests = [run.data.tags["zorb.init_sha256"] for run in sorted(runs_of(store), key=lambda r: r.info.start_time)]
+    assert digests[0] == digests[1] != digests[2]
+
+
 def test_experiment_name_comes_from_the_config(store):
     runner.main(compose("dataset=xor", f"tracking.uri={store}", "tracking.experiment=xor runs",
                         "tracking.log_model=false"))
@@ -141,6 +151,7 @@ BAD_CONFIGS = [
     # conv3's three valid 3x3 convolutions, the last widened to 5x5, on digits' 8x8 images
     (["dataset=digits", "network=conv3", "network.layers.4.kernel_size=5"], "larger than"),
     (["solver.rcond=-1"], "rcond must be >= 0"),
+    (["init_seed=-1"], "init_seed must be a non-negative integer or null"),
     (["solver.name=lu"], "unknown solver 'lu'"),
     (["dataset.name=foo"], "unknown dataset 'foo'"),
     (["method.name=sgd"], "unknown method 'sgd'"),
@@ -211,8 +222,8 @@ def test_cli_default_run(store, tmp_path):
     assert run.data.metrics["test_accuracy"] >= 0.8
     assert run.data.metrics["fit_seconds"] < 60
     # progress: one line per solved layer, with its design shape and solve time
-    assert "layer 1 (conv2d, 1/2): [A, 1] 256000 x 26, solve" in result.stdout
-    assert "layer 4 (dense, 2/2): [A, 1] 4000 x 513, solve" in result.stdout
+    assert "layer 1 (conv2d, 1/2): [A, 1] 576000 x 26, solve" in result.stdout
+    assert "layer 4 (dense, 2/2): [A, 1] 4000 x 2305, solve" in result.stdout
 
 
 @pytest.mark.slow
