@@ -211,16 +211,17 @@ def test_cli_chunk_rows_needs_a_streaming_solver(store, tmp_path):
 
 @pytest.mark.slow
 def test_cli_default_run(store, tmp_path):
-    """`python run.py` with no arguments: the offline example, in seconds; the store comes
-    from MLFLOW_TRACKING_URI."""
-    result = run_cli(cwd=tmp_path, env=cli_env(MLFLOW_TRACKING_URI=store))
+    """`python run.py` with no arguments: the offline example; the store comes from
+    MLFLOW_TRACKING_URI."""
+    # its read-out solve (4000 x 2305) takes minutes when the 2-core machine is shared
+    result = run_cli(cwd=tmp_path, env=cli_env(MLFLOW_TRACKING_URI=store), timeout=1200)
     assert result.returncode == 0, result.stderr
     [run] = runs_of(store)
     cfg = compose()
     check_recorded_run(store, run, cfg, tmp_path, cli=True)
     assert run.data.tags["hydra.overrides"] == ""
-    assert run.data.metrics["test_accuracy"] >= 0.8
-    assert run.data.metrics["fit_seconds"] < 60
+    assert run.data.metrics["test_accuracy"] >= 0.9
+    assert run.data.metrics["layer1.ridge"] > 0 and run.data.metrics["layer4.ridge"] > 0  # conv_dense's ridge=auto
     # progress: one line per solved layer, with its design shape and solve time
     assert "layer 1 (conv2d, 1/2): [A, 1] 576000 x 26, solve" in result.stdout
     assert "layer 4 (dense, 2/2): [A, 1] 4000 x 2305, solve" in result.stdout
