@@ -26,7 +26,8 @@ from zorb.data import DATASETS
 SHAPES = {
     "mnist": ((28, 28, 1), 10), "fashion_mnist": ((28, 28, 1), 10), "mnist_5k": ((28, 28, 1), 10),
     "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "digits": ((8, 8, 1), 10),
-    "iris": ((4,), 3), "boston": ((13,), 1), "sinc": ((1,), 1), "xor": ((2,), 1), "two_spirals": ((2,), 1),
+    "iris": ((4,), 3), "boston": ((13,), 1), "sinc": ((1,), 1), "sinc_symmetric": ((1,), 1), "xor": ((2,), 1),
+    "two_spirals": ((2,), 1),
 }
 NETWORKS = ["conv_dense", "boston", "sinc", "iris", "xor", "two_spirals", "mnist_6", "mnist_8", "mnist_11",
             "conv1", "conv2", "conv3"]

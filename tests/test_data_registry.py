@@ -13,7 +13,7 @@ from zorb.errors import ConfigError, DataError
 
 EXPECTED_NAMES = {
     "mnist", "fashion_mnist", "cifar10", "cifar100",
-    "mnist_5k", "digits", "iris", "boston", "sinc", "xor", "two_spirals",
+    "mnist_5k", "digits", "iris", "boston", "sinc", "sinc_symmetric", "xor", "two_spirals",
 }
 
 

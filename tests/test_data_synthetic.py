@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zorb.data import load_dataset
-from zorb.data.synthetic import make_two_spirals, make_xor, sinc, sinc_grid
+from zorb.data.synthetic import make_two_spirals, make_xor, sinc, sinc_grid, symmetric_sinc_grid
 
 
 def assert_same(a, b):
@@ -22,9 +22,19 @@ def test_sinc_grid():
     x = ds.x_train[:, 0]
     assert x[0] == -10.0 and x[-1] == 10.0 and x[1000] == 0.0
     np.testing.assert_allclose(np.diff(x), 0.01, rtol=0, atol=1e-12)
-    # Every grid point is the double nearest k / 100.
-    np.testing.assert_array_equal(x, np.arange(-1000, 1001) / 100)
-    np.testing.assert_array_equal(ds.x_test[:, 0], np.arange(-3000, 3001) / 100)
+    # The paper's code's grid: within rounding of k / 100, asymmetric about 0 by its rounding.
+    for points, limit, skew in ((x, 1000, 2.1e-13), (ds.x_test[:, 0], 3000, 4.7e-12)):
+        np.testing.assert_allclose(points, np.arange(-limit, limit + 1) / 100, rtol=0, atol=1e-11)
+        assert np.max(np.abs(points + points[::-1])) == pytest.approx(skew, rel=0.01)
+        assert points[limit - 1] == np.arange(-limit / 100, 0, 0.01)[-1]  # the left half's own last step
+
+
+def test_sinc_symmetric_grid_is_exact_k_over_100():
+    ds = load_dataset("sinc_symmetric")
+    for points, limit in ((ds.x_train[:, 0], 1000), (ds.x_test[:, 0], 3000)):
+        np.testing.assert_array_equal(points, np.arange(-limit, limit + 1) / 100)  # the double nearest k/100
+        np.testing.assert_array_equal(points, -points[::-1])
+        np.testing.assert_array_equal(ds.y_test[:, 0], sinc(ds.x_test)[:, 0])
 
 
 def test_sinc_values():
@@ -39,7 +49,7 @@ def test_sinc_values():
 
 def test_sinc_unscaled_and_seed_free():
     assert_same(load_dataset("sinc", seed=0), load_dataset("sinc", seed=7))
-    assert load_dataset("sinc").x_test.max() == 30.0
+    assert load_dataset("sinc").x_test.max() == pytest.approx(30.0, abs=1e-12)
 
 
 def test_make_xor_rule():
@@ -103,5 +113,6 @@ def test_seed_reproduces_bitwise(name):
     assert not np.array_equal(a.x_test, b.x_test)
 
 
-def test_sinc_grid_helper():
-    assert sinc_grid(2)[:, 0].tolist() == [-0.02, -0.01, 0.0, 0.01, 0.02]
+def test_sinc_grid_helpers():
+    assert symmetric_sinc_grid(2)[:, 0].tolist() == [-0.02, -0.01, 0.0, 0.01, 0.02]
+    np.testing.assert_allclose(sinc_grid(2)[:, 0], [-0.02, -0.01, 0.0, 0.01, 0.02], rtol=0, atol=1e-15)

@@ -134,6 +134,35 @@ def test_per_layer_solver_options(store, tmp_path):
     assert (summary[3]["u_rcond"], summary[3]["b_rcond"], summary[3]["ridge"]) == (1e-3, 1e-3, 0.5)
 
 
+def test_auto_ridge_logs_each_layers_choice_and_its_gcv_figure(store, tmp_path):
+    cfg = compose("dataset=iris", f"tracking.uri={store}", "solver.ridge=auto", "tracking.log_model=false")
+    runner.main(cfg)
+    [run] = runs_of(store)
+    assert run.data.params["solver.ridge"] == "auto"
+    folder = Path(client(store).download_artifacts(run.info.run_id, "spectra", str(tmp_path)))
+    summary = {layer["index"]: layer for layer in json.loads((folder / "summary.json").read_text())}
+    dataset = load_dataset("iris", seed=cfg.seed, data_dir=cfg.data_dir)
+    for index in (1, 3):
+        chosen = run.data.metrics[f"layer{index}.ridge"]
+        assert chosen > 0 and summary[index]["ridge"] == pytest.approx(chosen, rel=1e-6)
+    assert (folder / "ridge_gcv.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # zorb.fit outside the runner, same data and seed, chooses the same ridges
+    net = zorb.build_network(OmegaConf.to_container(cfg.network.layers, resolve=True), dataset.input_shape,
+                             output_dim=dataset.output_dim, seed=cfg.seed)
+    _, report = zorb.fit(net, dataset.x_train, dataset.y_train, rcond=cfg.solver.rcond, ridge="auto", seed=cfg.seed)
+    assert [r.ridge for r in report.layers] == pytest.approx([summary[1]["ridge"], summary[3]["ridge"]], rel=1e-9)
+
+
+def test_init_seed_fixes_the_initial_weights_across_seeds(store):
+    """The paper's Boston runs all started from the same weights; init_seed does that."""
+    for seed in (0, 1):
+        runner.main(compose("dataset=boston", f"seed={seed}", "init_seed=7", f"tracking.uri={store}",
+                            "tracking.log_model=false"))
+    runner.main(compose("dataset=boston", "seed=1", f"tracking.uri={store}", "tracking.log_model=false"))
+    digests = [run.data.tags["zorb.init_sha256"] for run in sorted(runs_of(store), key=lambda r: r.info.start_time)]
+    assert digests[0] == digests[1] != digests[2]
+
+
 def test_experiment_name_comes_from_the_config(store):
     runner.main(compose("dataset=xor", f"tracking.uri={store}", "tracking.experiment=xor runs",
                         "tracking.log_model=false"))
@@ -155,6 +184,7 @@ BAD_CONFIGS = [
     # conv3's three valid 3x3 convolutions, the last widened to 5x5, on digits' 8x8 images
     (["dataset=digits", "network=conv3", "network.layers.4.kernel_size=5"], "larger than"),
     (["solver.rcond=-1"], "rcond must be >= 0"),
+    (["init_seed=-1"], "init_seed must be a non-negative integer or null"),
     (["solver.name=lu"], "unknown solver 'lu'"),
     (["dataset.name=foo"], "unknown dataset 'foo'"),
     (["method.name=sgd"], "unknown method 'sgd'"),
@@ -214,19 +244,20 @@ def test_cli_chunk_rows_needs_a_streaming_solver(store, tmp_path):
 
 @pytest.mark.slow
 def test_cli_default_run(store, tmp_path):
-    """`python run.py` with no arguments: the offline example, in seconds; the store comes
-    from MLFLOW_TRACKING_URI."""
-    result = run_cli(cwd=tmp_path, env=cli_env(MLFLOW_TRACKING_URI=store))
+    """`python run.py` with no arguments: the offline example; the store comes from
+    MLFLOW_TRACKING_URI."""
+    # its read-out solve (4000 x 2305) takes minutes when the 2-core machine is shared
+    result = run_cli(cwd=tmp_path, env=cli_env(MLFLOW_TRACKING_URI=store), timeout=1200)
     assert result.returncode == 0, result.stderr
     [run] = runs_of(store)
     cfg = compose()
     check_recorded_run(store, run, cfg, tmp_path, cli=True)
     assert run.data.tags["hydra.overrides"] == ""
-    assert run.data.metrics["test_accuracy"] >= 0.8
-    assert run.data.metrics["fit_seconds"] < 60
+    assert run.data.metrics["test_accuracy"] >= 0.9
+    assert run.data.metrics["layer1.ridge"] > 0 and run.data.metrics["layer4.ridge"] > 0  # conv_dense's ridge=auto
     # progress: one line per solved layer, with its design shape and solve time
-    assert "layer 1 (conv2d, 1/2): [A, 1] 256000 x 26, solve" in result.stdout
-    assert "layer 4 (dense, 2/2): [A, 1] 4000 x 513, solve" in result.stdout
+    assert "layer 1 (conv2d, 1/2): [A, 1] 576000 x 26, solve" in result.stdout
+    assert "layer 4 (dense, 2/2): [A, 1] 4000 x 2305, solve" in result.stdout
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ from zorb.errors import ConfigError, FitError
 from zorb.core.network import Network
 from zorb.core.layers.activations import SquashingLayer
 from zorb.core.layers.dense import Dense
-from zorb.core.solvers import (DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, qr_triangle,
-                          solve_from_gram, solve_from_triangle, spectrum_summary)
+from zorb.core.solvers import (AUTO, DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, is_auto,
+                               qr_triangle, solve_from_gram, solve_from_triangle, spectrum_summary)
 from zorb.core.timing import timed, timed_each
 
 
@@ -39,12 +39,17 @@ class LayerOptions:
     solver: str
     u_rcond: float
     b_rcond: float
-    ridge: float
+    ridge: float | str
+    """A value, or ``"auto"``: chosen by generalised cross-validation (``zorb.core.solvers``)."""
 
 
 @dataclasses.dataclass
 class LayerReport:
-    """What the fit measured for one parametric layer (``index`` is its 1-based position)."""
+    """What the fit measured for one parametric layer (``index`` is its 1-based position).
+
+    ``ridge`` is the value the solve used; with ``ridge="auto"`` it is GCV's choice and
+    ``ridge_grid`` (G,) / ``ridge_score`` (G,) hold the values tried and their GCV criterion.
+    """
 
     index: int
     kind: str
@@ -61,6 +66,8 @@ class LayerReport:
     target_seconds: float
     forward_seconds: float
     compile_seconds: float
+    ridge_grid: np.ndarray | None = None
+    ridge_score: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -159,15 +166,28 @@ def _targets(layers, auxes, y, key, first_row, *, offset, fixed_ranges, samples_
     return t, tuple(new), jnp.all(jnp.isfinite(t))
 
 
+def _ridge_argument(ridge, dtype):
+    """What the jitted solves take: a scalar array, or ``None`` for ``"auto"`` (static)."""
+    return None if is_auto(ridge) else jnp.asarray(ridge, dtype)
+
+
+def _solved(result):
+    """``(w, spectrum, choice or None, finite)`` from a solver's 2- or 3-tuple."""
+    w, spectrum, *choice = result
+    return w, spectrum, (choice[0] if choice else None), jnp.all(jnp.isfinite(w))
+
+
 @partial(jax.jit, static_argnames=("solver", "samples_last", "rows"))
 def _solve(layer, a, t, rcond, ridge, *, solver, rows, samples_last=False):
+    """One layer's solve; ``ridge=None`` chooses it (``"auto"``)."""
+    ridge = AUTO if ridge is None else ridge
     if solver == "gram" and rows >= layer.weights.shape[0]:
         # the layer forms its own normal equations (a conv layer without its patch matrix)
-        w, spectrum = solve_from_gram(*layer.normal_equations(a, t, **_layout(samples_last)), rows, rcond, ridge)
-    else:
-        w, spectrum = SOLVERS[solver].solve(layer.design(a), layer.target_rows(t), rcond=rcond, ridge=ridge,
-                                            bias=layer.bias, samples_last=samples_last)
-    return w, spectrum, jnp.all(jnp.isfinite(w))
+        total = jnp.sum(t * t) if ridge is AUTO else None
+        return _solved(solve_from_gram(*layer.normal_equations(a, t, **_layout(samples_last)), rows, rcond, ridge,
+                                       total))
+    return _solved(SOLVERS[solver].solve(layer.design(a), layer.target_rows(t), rcond=rcond, ridge=ridge,
+                                         bias=layer.bias, samples_last=samples_last))
 
 
 @partial(jax.jit, static_argnames=("solver",))
@@ -175,8 +195,8 @@ def _accumulate(layer, a, t, previous, *, solver):
     """Add a chunk of rows to the running QR triangle or normal-equation moments."""
     if solver == "qr":
         return qr_triangle(design_matrix(layer.design(a), layer.bias), layer.target_rows(t), previous)
-    gram, moment = layer.normal_equations(a, t)
-    return (gram, moment) if previous is None else (previous[0] + gram, previous[1] + moment)
+    moments = (*layer.normal_equations(a, t), jnp.sum(t * t))  # ||T||^2 for ridge="auto"
+    return moments if previous is None else tuple(p + m for p, m in zip(previous, moments))
 
 
 @partial(jax.jit, static_argnames=("solver",))
@@ -191,11 +211,11 @@ def _reduce(parts, *, solver):
 @partial(jax.jit, static_argnames=("solver", "rows", "cols"))
 def _finish(accumulated, rcond, ridge, *, solver, rows, cols):
     """Solve from what ``_accumulate`` gathered over all ``rows`` rows (``cols`` design columns)."""
+    ridge = AUTO if ridge is None else ridge
     if solver == "qr":
-        w, spectrum = solve_from_triangle(accumulated, cols, rcond, ridge)
-    else:
-        w, spectrum = solve_from_gram(*accumulated, rows, rcond, ridge)
-    return w, spectrum, jnp.all(jnp.isfinite(w))
+        return _solved(solve_from_triangle(accumulated, cols, rcond, ridge, rows))
+    gram, moment, total = accumulated
+    return _solved(solve_from_gram(gram, moment, rows, rcond, ridge, total))
 
 
 _extrema = jax.jit(extrema)
@@ -269,7 +289,7 @@ def _rows_of(layers, start: int, stop: int):
 
 
 def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float = DEFAULT_RCOND,
-        u_rcond: float | None = None, b_rcond: float | None = None, ridge: float = 0.0,
+        u_rcond: float | None = None, b_rcond: float | None = None, ridge: float | str = 0.0,
         per_layer: Mapping[int, Mapping] | None = None, seed: int = 0, chunk_rows: int | None = None,
         devices=None, callback: Callable[[LayerReport], None] | None = None) -> tuple[Network, FitReport]:
     """Train ``network`` on ``X`` (N x input_shape) and ``Y`` (N x output_shape) in one pass.
@@ -277,7 +297,9 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float = DEFAULT_R
     ``rcond`` sets ``u_rcond`` (cut of the update solve) and ``b_rcond`` (cut of the backward
     pseudoinverses) unless given; ``per_layer`` maps a parametric layer's 1-based position to
     its own ``solver``/``rcond``/``u_rcond``/``b_rcond``/``ridge`` (its ``b_rcond`` is the cut
-    used when targets pass backward through it). ``seed`` drives ReLU's random inverse.
+    used when targets pass backward through it). ``ridge="auto"`` chooses each layer's ridge
+    by generalised cross-validation from the solve's own factorisation (``zorb.core.solvers``;
+    the choice and its curve are in the layer's report). ``seed`` drives ReLU's random inverse.
     ``callback`` receives each ``LayerReport`` as soon as that layer is solved.
 
     ``chunk_rows`` streams the rows through every step in chunks of that many (``X`` and
@@ -343,7 +365,7 @@ def _prepare_inverses(layers, auxes, above: int, options, clock: _Clock) -> None
             auxes[j] = clock.run("target", _prepare_inverse, layers[j], rcond)
 
 
-def _report(i, layer, rows, opts, spectrum, t_finite, w_finite, clock) -> LayerReport:
+def _report(i, layer, rows, opts, spectrum, choice, t_finite, w_finite, clock) -> LayerReport:
     spectrum = np.asarray(spectrum)
     cutoff, rank, cond = spectrum_summary(spectrum, opts.u_rcond)
     if not bool(t_finite):
@@ -355,9 +377,11 @@ def _report(i, layer, rows, opts, spectrum, t_finite, w_finite, clock) -> LayerR
                        f"{cond:.3g}); raise u_rcond or add a ridge")
     return LayerReport(
         index=i + 1, kind=layer.kind, design_shape=(rows, int(layer.weights.shape[0])), solver=opts.solver,
-        u_rcond=opts.u_rcond, b_rcond=opts.b_rcond, ridge=opts.ridge, spectrum=spectrum, cutoff=cutoff,
-        rank=rank, cond=cond, solve_seconds=clock.solve, target_seconds=clock.target,
-        forward_seconds=clock.forward, compile_seconds=clock.compile)
+        u_rcond=opts.u_rcond, b_rcond=opts.b_rcond, ridge=opts.ridge if choice is None else float(choice.ridge),
+        spectrum=spectrum, cutoff=cutoff, rank=rank, cond=cond, solve_seconds=clock.solve,
+        target_seconds=clock.target, forward_seconds=clock.forward, compile_seconds=clock.compile,
+        ridge_grid=None if choice is None else np.asarray(choice.grid),
+        ridge_score=None if choice is None else np.asarray(choice.score))
 
 
 def _fit_in_memory(network, a, y, options, seed, callback):
@@ -387,9 +411,9 @@ def _fit_in_memory(network, a, y, options, seed, callback):
             "target", _targets, tuple(layers[i + 1:]), tuple(auxes[i + 1:]), y, jax.random.fold_in(key, i + 1), 0,
             offset=i + 1, fixed_ranges=False, samples_last=samples_last)
         scalar = partial(jnp.asarray, dtype=dtype)
-        w, spectrum, w_finite = clock.run("solve", _solve, layer, a, t, scalar(opts.u_rcond), scalar(opts.ridge),
-                                          solver=opts.solver, rows=_design_rows(layer, samples),
-                                          samples_last=samples_last)
+        w, spectrum, choice, w_finite = clock.run("solve", _solve, layer, a, t, scalar(opts.u_rcond),
+                                                  _ridge_argument(opts.ridge, dtype), solver=opts.solver,
+                                                  rows=_design_rows(layer, samples), samples_last=samples_last)
         del t
         layers[i] = layer.with_weights(w)
         if i < last:
@@ -397,7 +421,7 @@ def _fit_in_memory(network, a, y, options, seed, callback):
             # the bias with the activation (one pass over the rows instead of two)
             upto = next(j for j in range(i + 1, last + 1) if layers[j].parametric)
             a_next = clock.run("forward", _forward, tuple(layers[i:upto]), a, samples_last=samples_last)
-        report = _report(i, layer, _design_rows(layer, samples), opts, spectrum, t_finite, w_finite, clock)
+        report = _report(i, layer, _design_rows(layer, samples), opts, spectrum, choice, t_finite, w_finite, clock)
         if i < last:
             a = a_next
         reports.append(report)
@@ -510,10 +534,11 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
         total = parts[0] if len(parts) == 1 else clock.run("solve", _reduce, parts, solver=opts.solver)
         design_rows = _design_rows(layer, n)
         scalar = partial(jnp.asarray, dtype=dtype)
-        w, spectrum, w_finite = clock.run("solve", _finish, total, scalar(opts.u_rcond), scalar(opts.ridge),
-                                          solver=opts.solver, rows=design_rows, cols=int(layer.weights.shape[0]))
+        w, spectrum, choice, w_finite = clock.run("solve", _finish, total, scalar(opts.u_rcond),
+                                                  _ridge_argument(opts.ridge, dtype), solver=opts.solver,
+                                                  rows=design_rows, cols=int(layer.weights.shape[0]))
         layers[i] = layer.with_weights(w)
-        report = _report(i, layer, design_rows, opts, spectrum, t_finite, w_finite, clock)
+        report = _report(i, layer, design_rows, opts, spectrum, choice, t_finite, w_finite, clock)
         reports.append(report)
         if callback is not None:
             callback(report)

@@ -18,6 +18,15 @@ numpy's ``pinv`` does; the kept ones are applied through the filter ``s / (s^2 +
 - ``gram``: normal equations ``[A,1]^T [A,1]`` with an eigenvalue cut. Fewest flops, but the
   condition number is squared, so it refuses an ``rcond`` that the dtype cannot honour.
 
+``ridge="auto"`` chooses the ridge from the data by generalised cross-validation (Golub, Heath
+& Wahba 1979): over ``RIDGE_GRID`` (relative to ``s_max^2``) it minimises
+
+    GCV(ridge) = rows * ||T - [A, 1] W_ridge||^2 / (rows - df(ridge))^2,   df = sum s^2 / (s^2 + ridge),
+
+read off the factorisation the solve makes anyway (the singular values and ``U^T T``; for
+``gram`` the eigendecomposition of the normal equations and ``||T||^2``), so the choice costs
+a few (grid x rank) vector operations. The solve then returns ``(W, spectrum, RidgeChoice)``.
+
 A design matrix wider than tall (fewer rows than columns, e.g. a dense layer on the 28,800
 outputs of a conv layer for 1,280 images) has at most ``rows`` nonzero singular values and a
 minimum-norm solution ``W = M^T x`` in the row space; ``qr`` and ``gram`` then work on the
@@ -42,6 +51,71 @@ DEFAULT_RCOND = 1e-15
 """The paper's feed-forward setting (numpy's ``pinv`` default); its CNN runs used 1e-9 and 1e-2."""
 
 
+AUTO = "auto"
+"""``ridge=AUTO``: choose the ridge by generalised cross-validation (module docstring)."""
+
+RIDGE_GRID = tuple(float(10.0 ** (e / 4)) for e in range(-60, 1))
+"""Ridge values ``auto`` tries, as multiples of ``s_max^2``: 1e-15 to 1, four per decade."""
+
+
+class RidgeChoice(NamedTuple):
+    """What ``ridge="auto"`` chose: ``ridge`` (the value used, absolute), ``grid`` (G,) the
+    absolute values tried and ``score`` (G,) the GCV criterion at each."""
+
+    ridge: jax.Array
+    grid: jax.Array
+    score: jax.Array
+
+
+def is_auto(ridge) -> bool:
+    return isinstance(ridge, str) and ridge == AUTO
+
+
+def gcv_scores(s, energy, outside, rows: int, rcond, grid):
+    """GCV criterion ``rows * RSS / (rows - df)^2`` at every ridge in ``grid`` (G,).
+
+    ``s`` (r,) descending singular values of the design matrix, ``energy`` (r,) the squared
+    norm of each row of ``U^T T`` (the target's energy along each left singular vector),
+    ``outside`` the energy of ``T`` outside the range of ``U`` (0 when ``U`` is square). Cut
+    directions (``s <= rcond * s_max``) are not fitted: their energy stays in the residual.
+    """
+    keep = s > rcond * s[0]
+    s2 = jnp.where(keep, s * s, 0)
+    ridge = grid[:, None]
+    shrink = jnp.where(keep, ridge / (s2 + ridge), 1)  # (G, r): the share of each direction left unfitted
+    rss = outside + jnp.sum(shrink * shrink * energy, axis=1)
+    df = jnp.sum(jnp.where(keep, s2 / (s2 + ridge), 0), axis=1)
+    dof = rows - df
+    return jnp.where(dof > 0, rows * rss / jnp.where(dof > 0, dof * dof, 1), jnp.inf)
+
+
+def choose_ridge(s, energy, outside, rows: int, rcond) -> RidgeChoice:
+    """The grid value of ``RIDGE_GRID * s_max^2`` with the lowest GCV (``gcv_scores``)."""
+    grid = jnp.asarray(RIDGE_GRID, s.dtype) * s[0] * s[0]
+    score = gcv_scores(s, energy, outside, rows, rcond, grid)
+    return RidgeChoice(grid[jnp.argmin(score)], grid, score)
+
+
+def _choose(s, projected, outside, rows, rcond, ridge):
+    """``(ridge, choice)``: ``ridge`` itself, or GCV's choice from ``projected`` = ``U^T T`` (r, k)."""
+    if not is_auto(ridge):
+        return ridge, None
+    choice = choose_ridge(s, jnp.sum(projected * projected, axis=1), outside, rows, rcond)
+    return choice.ridge, choice
+
+
+def _outside(t, projected):
+    """``||T||^2 - ||U^T T||^2`` for a tall ``U`` (rows > columns); a square ``U`` leaves nothing
+    outside, and the subtraction's rounding would then dominate GCV's residual at small ridges."""
+    if t.shape[0] <= projected.shape[0]:
+        return jnp.zeros((), t.dtype)
+    return jnp.maximum(jnp.sum(t * t) - jnp.sum(projected * projected), 0)
+
+
+def _result(w, s, choice):
+    return (w, s) if choice is None else (w, s, choice)
+
+
 def design_matrix(a, bias: bool):
     """``[A, 1]`` (rows x (d + 1)) or ``A`` itself without bias."""
     if not bias:
@@ -56,10 +130,13 @@ def _filter(s, rcond, ridge):
     return jnp.where(keep, jnp.where(ridge > 0, safe / (safe * safe + ridge), 1 / safe), 0)
 
 
-def _solve_from_svd(u, s, vt, rhs, rcond, ridge):
-    """``V diag(f(s)) U^T rhs`` with ``u`` of shape (m, r), ``vt`` (r, n)."""
+def _solve_from_svd(u, s, vt, rhs, rcond, ridge, *, projected=None):
+    """``V diag(f(s)) U^T rhs`` with ``u`` of shape (m, r), ``vt`` (r, n) (``projected``:
+    ``U^T rhs`` when already known)."""
     f = _filter(s, rcond, ridge)
-    return matmul(vt, f[:, None] * matmul(u, rhs, transpose_a=True), transpose_a=True)
+    if projected is None:
+        projected = matmul(u, rhs, transpose_a=True)
+    return matmul(vt, f[:, None] * projected, transpose_a=True)
 
 
 def lstsq_svd(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = False):
@@ -67,7 +144,9 @@ def lstsq_svd(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = Fal
         a, t = a.T, t.T
     m = design_matrix(a, bias)
     u, s, vt = jnp.linalg.svd(m, full_matrices=False)
-    return _solve_from_svd(u, s, vt, t, rcond, ridge), s
+    projected = matmul(u, t, transpose_a=True)
+    ridge, choice = _choose(s, projected, _outside(t, projected), m.shape[0], rcond, ridge)
+    return _result(_solve_from_svd(u, s, vt, t, rcond, ridge, projected=projected), s, choice)
 
 
 def qr_triangle(m, t, previous=None):
@@ -83,11 +162,16 @@ def qr_triangle(m, t, previous=None):
     return jnp.linalg.qr(block, mode="r")
 
 
-def solve_from_triangle(r, cols: int, rcond, ridge):
-    """Finish the ``qr`` route from ``qr_triangle``: an SVD of the small triangle applies the cut."""
+def solve_from_triangle(r, cols: int, rcond, ridge, rows: int | None = None):
+    """Finish the ``qr`` route from ``qr_triangle``: an SVD of the small triangle applies the cut.
+
+    Below ``Q^T T`` the triangle's target columns hold the residual of the unregularised fit,
+    which is what ``ridge="auto"`` needs besides the design's ``rows``."""
     top = min(r.shape[0], cols)
     u, s, vt = jnp.linalg.svd(r[:top, :cols], full_matrices=False)
-    return _solve_from_svd(u, s, vt, r[:top, cols:], rcond, ridge), s
+    projected = matmul(u, r[:top, cols:], transpose_a=True)
+    ridge, choice = _choose(s, projected, jnp.sum(r[top:, cols:] ** 2), rows, rcond, ridge)
+    return _result(_solve_from_svd(u, s, vt, None, rcond, ridge, projected=projected), s, choice)
 
 
 def _dual_solve(a, u, s, t, rcond, ridge, bias: bool):
@@ -96,9 +180,12 @@ def _dual_solve(a, u, s, t, rcond, ridge, bias: bool):
     ``1/(s^2 + ridge)``) for the kept values and 0 where cut. ``V`` is never needed."""
     keep = s > rcond * s[0]
     safe = jnp.where(keep, s, 1)
-    x = matmul(u, jnp.where(keep, 1 / (safe * safe + ridge), 0)[:, None] * matmul(u, t, transpose_a=True))
+    projected = matmul(u, t, transpose_a=True)
+    ridge, choice = _choose(s, projected, _outside(t, projected), t.shape[0], rcond, ridge)
+    x = matmul(u, jnp.where(keep, 1 / (safe * safe + ridge), 0)[:, None] * projected)
     out = matmul(a, x, transpose_a=True)  # [A, 1]^T x without forming [A, 1]
-    return jnp.concatenate([out, jnp.sum(x, axis=0, keepdims=True)], axis=0) if bias else out
+    w = jnp.concatenate([out, jnp.sum(x, axis=0, keepdims=True)], axis=0) if bias else out
+    return _result(w, s, choice)
 
 
 def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = False):
@@ -107,12 +194,12 @@ def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = Fals
     m = design_matrix(a, bias)
     rows, cols = m.shape
     if rows >= cols:
-        return solve_from_triangle(qr_triangle(m, t), cols, rcond, ridge)
+        return solve_from_triangle(qr_triangle(m, t), cols, rcond, ridge, rows)
     # Wide: M^T = Q R (an LQ of M), R^T = U S V1^T, so M = U S (Q V1)^T and the solution
     # Q V1 f(S) U^T T equals M^T U (f(S)/S) U^T T: Q is never formed.
     r = jnp.linalg.qr(m.T, mode="r")
     u, s, _ = jnp.linalg.svd(r.T, full_matrices=False)
-    return _dual_solve(a, u, s, t, rcond, ridge, bias), s
+    return _dual_solve(a, u, s, t, rcond, ridge, bias)
 
 
 def gram_moments(a, t, previous=None, *, bias: bool = False, samples_last: bool = False):
@@ -136,8 +223,11 @@ def gram_moments(a, t, previous=None, *, bias: bool = False, samples_last: bool 
     return gram, moment
 
 
-def solve_from_gram(gram, moment, rows: int, rcond, ridge):
+def solve_from_gram(gram, moment, rows: int, rcond, ridge, total=None):
     """Finish the ``gram`` route: the cut on ``sqrt(eigenvalues)``.
+
+    ``ridge="auto"`` needs ``total`` = ``||T||^2`` and always takes the eigenvectors
+    (``_solve_from_gram_auto``).
 
     The eigenvalues alone (a tridiagonal reduction, no eigenvectors) say whether anything is
     cut. If nothing is, ``(M^T M + ridge) W = M^T T`` is solved by Cholesky: the same solution
@@ -147,6 +237,8 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge):
     (one tridiagonal reduction, only the kept eigenvectors); ``_solve_from_gram_xla`` is the
     same in JAX.
     """
+    if is_auto(ridge):
+        return _solve_from_gram_auto(gram, moment, rows, rcond, total)
     w, s = gram_solve(gram, moment, rcond, ridge,
                       reference=lambda gram, moment: _solve_from_gram_xla(gram, moment, rcond, ridge))
     return w, s[: min(rows, gram.shape[0])]
@@ -174,10 +266,25 @@ def _solve_from_gram_xla(gram, moment, rcond, ridge):
     return jax.lax.cond(s[-1] > rcond * s[0], by_cholesky, by_eigenvectors, gram, moment)
 
 
+def _solve_from_gram_auto(gram, moment, rows: int, rcond, total):
+    """GCV's ridge from ``M^T M = V S^2 V^T``: ``U^T T = S^-1 V^T M^T T`` on the kept directions."""
+    eigenvalues, v = jnp.linalg.eigh(gram)
+    eigenvalues, v = eigenvalues[::-1], v[:, ::-1]
+    s = jnp.sqrt(jnp.maximum(eigenvalues, 0))
+    keep = s > rcond * s[0]
+    rotated = matmul(v, moment, transpose_a=True)  # S U^T T
+    energy = jnp.where(keep, jnp.sum(rotated * rotated, axis=1) / jnp.where(keep, eigenvalues, 1), 0)
+    # cut directions' energy (rotated^2 / a tiny eigenvalue: inaccurate) is counted in the rest
+    choice = choose_ridge(s, energy, jnp.maximum(total - jnp.sum(energy), 0), rows, rcond)
+    f = jnp.where(keep, 1 / (jnp.where(keep, eigenvalues, 1) + choice.ridge), 0)
+    return matmul(v, f[:, None] * rotated), s[: min(rows, gram.shape[0])], choice
+
+
 def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = False):
     rows, cols = (a.shape[1], a.shape[0] + bool(bias)) if samples_last else (a.shape[0], a.shape[1] + bool(bias))
     if rows >= cols:
-        return solve_from_gram(*gram_moments(a, t, bias=bias, samples_last=samples_last), rows, rcond, ridge)
+        total = jnp.sum(t * t) if is_auto(ridge) else None
+        return solve_from_gram(*gram_moments(a, t, bias=bias, samples_last=samples_last), rows, rcond, ridge, total)
     if samples_last:
         a, t = a.T, t.T
     # Wide: eigendecompose M M^T = [A,1][A,1]^T = A A^T + 1 1^T (rows x rows) = U S^2 U^T;
@@ -188,7 +295,7 @@ def lstsq_gram(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = Fa
     eigenvalues, u = jnp.linalg.eigh(kernel)
     eigenvalues, u = eigenvalues[::-1], u[:, ::-1]
     s = jnp.sqrt(jnp.maximum(eigenvalues, 0))
-    return _dual_solve(a, u, s, t, rcond, ridge, bias), s
+    return _dual_solve(a, u, s, t, rcond, ridge, bias)
 
 
 class Solver(NamedTuple):
@@ -223,7 +330,7 @@ def check_rcond(name: str, value) -> float:
 
 
 def check_solver_options(solver: str = "svd", rcond=DEFAULT_RCOND, u_rcond=None, b_rcond=None,
-                         ridge=0.0, dtype="float64") -> tuple[float, float, float]:
+                         ridge=0.0, dtype="float64") -> tuple[float, float, float | str]:
     """Validate the solver settings before any compute; return ``(u_rcond, b_rcond, ridge)``.
 
     ``rcond`` sets both ``u_rcond`` (the update solve) and ``b_rcond`` (the backward
@@ -234,8 +341,10 @@ def check_solver_options(solver: str = "svd", rcond=DEFAULT_RCOND, u_rcond=None,
     rcond = check_rcond("rcond", rcond)
     u = rcond if u_rcond is None else check_rcond("u_rcond", u_rcond)
     b = rcond if b_rcond is None else check_rcond("b_rcond", b_rcond)
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not (ridge >= 0 and math.isfinite(ridge)):
-        raise ConfigError(f"ridge must be a number >= 0, got {ridge!r}")
+    if is_auto(ridge):
+        ridge = AUTO
+    elif isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not (ridge >= 0 and math.isfinite(ridge)):
+        raise ConfigError(f"ridge must be a number >= 0 or 'auto' (chosen by cross-validation), got {ridge!r}")
     if SOLVERS[solver].squares_condition:
         floor = gram_min_rcond(dtype)
         if u < floor:
@@ -243,7 +352,7 @@ def check_solver_options(solver: str = "svd", rcond=DEFAULT_RCOND, u_rcond=None,
                 f"solver 'gram' cannot honour u_rcond={u:g} in {np.dtype(dtype).name}: the normal "
                 f"equations square the condition number, so use u_rcond >= {floor:.1e} or solver=qr "
                 f"(the same answer as svd, exact to rounding, at less cost)")
-    return u, b, float(ridge)
+    return u, b, ridge if is_auto(ridge) else float(ridge)
 
 
 PINV_GRAM_MAX_COND = 100.0

@@ -29,6 +29,7 @@ DATASETS: dict[str, Loader] = {
     "iris": tabular.load_iris,
     "boston": tabular.load_boston,
     "sinc": synthetic.load_sinc,
+    "sinc_symmetric": synthetic.load_sinc_symmetric,
     "xor": synthetic.load_xor,
     "two_spirals": synthetic.load_two_spirals,
 }

@@ -18,8 +18,8 @@ import zorb
 from zorb import baselines
 from zorb.core.fit import as_data
 from zorb.errors import ConfigError
-from zorb.runner.settings import (SolverSettings, get, init_paths, layer_specs, method_settings, read_limits,
-                                  solver_settings, validation_fraction)
+from zorb.runner.settings import (SolverSettings, get, init_paths, init_seed, layer_specs, method_settings,
+                                  read_limits, solver_settings, validation_fraction)
 
 log = logging.getLogger("zorb.runner.experiment")
 
@@ -123,10 +123,11 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
     seed = get(config, "seed")
     validation = validation_fraction(config)
     init_file, init_out = init_paths(config)
+    weights_seed = init_seed(config)
     started = time.perf_counter()
     dataset = load_dataset(config)
     data_seconds = time.perf_counter() - started
-    network = zorb.build_network(specs, dataset.input_shape, output_dim=dataset.output_dim, seed=seed,
+    network = zorb.build_network(specs, dataset.input_shape, output_dim=dataset.output_dim, seed=weights_seed,
                                  dtype=str(config.get("dtype", "float64")))
     if init_file is not None:
         network = baselines.load_initial_weights(network, init_file)
@@ -141,7 +142,7 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
              len(dataset.x_train), len(dataset.x_test), dataset.input_shape, dataset.output_dim, dataset.task)
     log.info("network %s:\n%s", config["network"]["name"], network.describe())
     settings = ", ".join(f"{key} {value}" for key, value in options.items()) or \
-        f"solver {solver.name}, rcond {solver.rcond:g}, ridge {solver.ridge:g}" + \
+        f"solver {solver.name}, rcond {solver.rcond:g}, ridge {solver.ridge}" + \
         "".join(f", {key} {value}" for key, value in (("chunk_rows", solver.chunk_rows), ("devices", solver.devices))
                 if value is not None)
     log.info("fitting %d layer(s) with %s: %s", len(network.parametric_indices), method_name, settings)

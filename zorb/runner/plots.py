@@ -10,6 +10,36 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
+def _panels(count: int, title: str | None):
+    columns = min(3, max(1, count))
+    rows = math.ceil(max(1, count) / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.2 * rows + (0.4 if title else 0)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure, axes
+
+
+def ridge_figure(layers: Sequence, *, title: str | None = "ridge=auto: GCV per layer") -> Figure:
+    """One log-log panel per layer whose ridge was chosen: GCV against the ridge values tried
+    (``ridge_grid``, ``ridge_score``), the chosen ``ridge`` marked."""
+    figure, axes = _panels(len(layers), title)
+    for ax, report in zip(axes, layers):
+        grid, score = np.asarray(report.ridge_grid), np.asarray(report.ridge_score)
+        finite = np.isfinite(score)
+        ax.loglog(grid[finite], score[finite], lw=1.2, color="C0", label="GCV")
+        ax.axvline(report.ridge, color="C3", ls="--", lw=1, label=f"chosen {report.ridge:.3g}")
+        ax.set_title(f"layer {report.index} ({report.kind})", fontsize=9)
+        ax.set_xlabel("ridge")
+        ax.set_ylabel("GCV")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+    return figure
+
+
 def spectra_figure(layers: Sequence, *, title: str | None = None) -> Figure:
     """One log-scale panel per solved layer: the singular values of its design matrix
     ``[A, 1]`` (descending), the cut-off ``u_rcond * s_max`` dashed and the kept rank marked.
@@ -17,12 +47,7 @@ def spectra_figure(layers: Sequence, *, title: str | None = None) -> Figure:
     ``layers`` are ``zorb.LayerReport``s (index, kind, design_shape, spectrum, cutoff, rank,
     u_rcond). Exact zeros cannot be drawn on a log axis; their count is noted instead.
     """
-    count = max(1, len(layers))
-    columns = min(3, count)
-    rows = math.ceil(count / columns)
-    figure = Figure(figsize=(4.2 * columns, 3.2 * rows + (0.4 if title else 0)), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    figure, axes = _panels(len(layers), title)
     for ax, report in zip(axes, layers):
         spectrum = np.asarray(report.spectrum, dtype=np.float64)
         position = np.arange(1, spectrum.size + 1)
@@ -42,10 +67,6 @@ def spectra_figure(layers: Sequence, *, title: str | None = None) -> Figure:
         ax.set_ylabel("singular value")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    for ax in axes[len(layers):]:
-        ax.set_visible(False)
-    if title:
-        figure.suptitle(title, fontsize=10)
     return figure
 
 

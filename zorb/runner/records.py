@@ -151,7 +151,7 @@ class _Progress:
         self.pending = []
 
 
-LAYER_FIGURES = ("solve_seconds", "rank", "cond", "cutoff", "target_seconds", "forward_seconds", "compile_seconds")
+LAYER_FIGURES = ("solve_seconds", "rank", "cond", "cutoff", "target_seconds", "forward_seconds", "compile_seconds", "ridge")
 
 
 def layer_metrics(report) -> dict[str, float]:
@@ -232,7 +232,7 @@ def log_model(recorder: tracking.RunRecorder, trained: zorb.Network) -> str:
 
 def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, report) -> None:
     """Spectra (one .npy per solved layer, a JSON summary, one figure), configs, log."""
-    from zorb.runner.plots import spectra_figure
+    from zorb.runner.plots import ridge_figure, spectra_figure
 
     with tempfile.TemporaryDirectory() as folder:
         spectra = Path(folder) / "spectra"
@@ -249,6 +249,9 @@ def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, report) -> No
             figure = spectra_figure(report.layers, title=f"{config['dataset']['name']} / "
                                                          f"{config['network']['name']}: spectra of [A, 1]")
             figure.savefig(spectra / "spectra.png", dpi=110)
+        chosen = [layer for layer in report.layers if getattr(layer, "ridge_grid", None) is not None]
+        if chosen:  # ridge="auto": each layer's GCV curve and choice
+            ridge_figure(chosen).savefig(spectra / "ridge_gcv.png", dpi=110)
         recorder.log_dir(spectra, "spectra")
     recorder.log_text(OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
     log_job_files(recorder)

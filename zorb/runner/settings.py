@@ -29,7 +29,7 @@ class SolverSettings:
     rcond: float
     u_rcond: float | None
     b_rcond: float | None
-    ridge: float
+    ridge: float | str
     per_layer: dict[int, dict[str, Any]]
     chunk_rows: int | None = None
     devices: int | str | None = None
@@ -189,6 +189,16 @@ def init_paths(config: Mapping) -> tuple[Path | None, Path | None]:
         raise ConfigError(f"init_file {init_file} does not exist: write it first with init_out={init_file} "
                           f"(and the same dataset, network and seed)")
     return init_file, init_out
+
+
+def init_seed(config: Mapping) -> int:
+    """The seed of the initial weights: ``init_seed``, or ``seed`` when it is null."""
+    value = config.get("init_seed")
+    if value is None:
+        return get(config, "seed")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"init_seed must be a non-negative integer or null (the run's seed), got {value!r}")
+    return value
 
 
 def layer_specs(config: Mapping) -> list[dict[str, Any]]:
