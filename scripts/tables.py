@@ -5,8 +5,9 @@
     python scripts/tables.py paper_c --parent-run-id <id> --out-dir results --tracking-uri sqlite:////x/mlflow.db
 
 Writes <out-dir>/<experiment>.md and .csv and logs both as artifacts (tables/) of the sweep's
-parent run. The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else the project's
-mlflow.db, as for run.py.
+parent run (unless the store cannot be written: it is only read, so a store on a read-only
+mount gives its tables too). The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else the
+project's mlflow.db, as for run.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 # Run as a file (python scripts/tables.py), the repository root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zorb.runner import tables, tracking  # noqa: E402
+from zorb.errors import ZorbError  # noqa: E402
+from zorb.runner import store, tables, tracking  # noqa: E402
 from zorb.runner.experiments import EXPERIMENTS_DIR  # noqa: E402
 
 
@@ -58,12 +60,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    client = tracking.client(tracking.resolve_tracking_uri(args.tracking_uri))
+    uri = store.resolve(args.tracking_uri)
+    try:
+        client = store.read_client(uri)  # creates nothing: a store on a read-only mount is read
+    except ZorbError as error:
+        print(error, file=sys.stderr)
+        return 1
+    log_artifacts = not args.no_log and store.writable(uri)
+    if not args.no_log and not log_artifacts:
+        print(f"{uri} cannot be written: the tables are not logged to the sweep runs")
     names = args.experiments or sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
     written = 0
     for name in names:
         try:
-            paths = write_table(client, name, args.out_dir, args.parent_run_id, not args.no_log)
+            paths = write_table(client, name, args.out_dir, args.parent_run_id, log_artifacts)
         except LookupError as error:
             if args.experiments:
                 print(error, file=sys.stderr)
