@@ -314,6 +314,9 @@ class DataCheckCallback(Callback):
             raise SystemExit(f"{error} (no job was started)") from None
 
 
+_PARENT_HEARTBEATS: list = []
+
+
 class MLflowSweepCallback(Callback):
     """Hydra callback: opens the multirun's MLflow parent run and guarantees it is closed.
 
@@ -340,7 +343,8 @@ class MLflowSweepCallback(Callback):
                                    tags={**sweep_tags(config), **lifecycle.process_tags()}, fresh=True)
         client = tracking.client(uri)
         lifecycle.reap(client, [opened["experiment_id"]], this_host_only=True)
-        self.heartbeat = lifecycle.Heartbeat(tracking.RunRecorder(client, opened["parent_run_id"]))
+        # kept off the callback: Hydra's joblib launcher pickles the callbacks for its workers
+        _PARENT_HEARTBEATS.append(lifecycle.Heartbeat(tracking.RunRecorder(client, opened["parent_run_id"])))
         # Hydra skips on_multirun_end when a job failed; closing at exit covers that case.
         atexit.register(_close_at_exit, state)
 
