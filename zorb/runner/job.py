@@ -108,10 +108,10 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
     recorder = records.open_run(config, job, {**thread_tags, **lifecycle.process_tags()}) if tracked else None
     heartbeat = lifecycle.Heartbeat(recorder) if recorder is not None else None
     try:
-        check_settings(config)  # a bad setting ends the open run FAILED, with the sentence as its error tag
         config = apply_limits(config)
         if recorder is not None:
             recorder.log_params(records.tracking.flatten(config))
+        check_settings(config)  # a bad setting ends the open run FAILED, with the sentence as its error tag
         outcome = run_experiment(config, records.RunRecords(recorder) if recorder is not None else None)
     except BaseException as error:
         if recorder is not None:
