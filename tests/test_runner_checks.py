@@ -236,3 +236,26 @@ def test_heartbeat_refreshes_its_tag(store):  # noqa: F811
     assert abs(float(client.get_run(recorder.run_id).data.tags[lifecycle.HEARTBEAT]) - time.time()) < 60
     recorder.terminate("FINISHED")
     assert os.getpid() == int(client.get_run(recorder.run_id).data.tags[lifecycle.PID])
+
+
+def test_sigterm_raises_stopped_and_an_ignored_sighup_stays_ignored():
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts a process
+    try:
+        with lifecycle.catch_signals():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.1)  # still here: ignored
+            with pytest.raises(lifecycle.Stopped) as raised:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+        assert (raised.value.name, raised.value.exit_status, str(raised.value)) == \
+            ("SIGTERM", 143, "stopped by SIGTERM")
+        assert lifecycle.stop_reason(raised.value) == "SIGTERM"
+        assert lifecycle.stop_reason(KeyboardInterrupt()) == "SIGINT"
+        assert lifecycle.stop_reason(ValueError()) is None
+        assert signal.getsignal(signal.SIGTERM) is before  # restored after the block
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -87,8 +87,9 @@ def cli(cfg: DictConfig) -> None:
         sys.exit(1)
     except (lifecycle.Stopped, KeyboardInterrupt) as error:
         code = error.exit_status if isinstance(error, lifecycle.Stopped) else 130
-        sys.stderr.write(f"{error if isinstance(error, lifecycle.Stopped) else 'interrupted (SIGINT)'}: "
-                         f"the run is marked KILLED\n")
+        what = error if isinstance(error, lifecycle.Stopped) else "interrupted (SIGINT)"
+        tracked = OmegaConf.select(cfg, "tracking.enabled", default=False) is True
+        sys.stderr.write(f"{what}: the run is marked KILLED\n" if tracked else f"{what}\n")
         if worker:
             logging.shutdown()
             os._exit(code)
