@@ -14,10 +14,12 @@ tune_process()  # first: OpenBLAS reads its kernel choice when numpy loads it (z
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from zorb.runner import experiments, job  # noqa: E402
+from zorb.runner import callbacks, experiments, job  # noqa: E402
 
 # experiments/*.yaml become the options of the `experiment` group (zorb/runner/experiments.py)
 experiments.register()
+# hydra.callbacks may only name zorb's own callbacks: checked before Hydra instantiates any
+callbacks.refuse_foreign_callbacks()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

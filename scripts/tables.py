@@ -10,7 +10,8 @@ Any sweep: rows grouped by the keys it swept other than seed, mean ± std over s
 <out-dir>/sweep_<parent run id>.md, .csv and .png (the main metric against each swept key, one
 line per method). A paper experiment (experiments/<name>.yaml): <out-dir>/<experiment>.md and
 .csv in the paper's layout. Every file is also logged (tables/) on the sweep's parent run.
-The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else the project's mlflow.db, as for run.py.
+Logging needs a writable store: a store on a read-only mount is only read, and its tables
+are written to <out-dir> alone. The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else the project's mlflow.db, as for run.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 # Run as a file (python scripts/tables.py), the repository root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zorb.runner import sweeps, tables, tracking  # noqa: E402
+from zorb.errors import ZorbError  # noqa: E402
+from zorb.runner import store, sweeps, tables, tracking  # noqa: E402
 from zorb.runner.experiments import EXPERIMENTS_DIR  # noqa: E402
 
 
@@ -83,11 +85,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    client = tracking.client(uri)
+    uri = store.resolve(args.tracking_uri)
+    try:
+        client = store.read_client(uri)  # creates nothing: a store on a read-only mount is read
+    except ZorbError as error:
+        print(error, file=sys.stderr)
+        return 1
+    log_artifacts = not args.no_log and store.writable(uri)
+    if not args.no_log and not log_artifacts:
+        print(f"{uri} cannot be written: the tables are not logged to the sweep runs")
     if args.sweep or (args.parent_run_id and not args.experiments):
         try:
-            paths = write_sweep(uri, client, args.parent_run_id, args.out_dir, not args.no_log)
+            paths = write_sweep(uri, client, args.parent_run_id, args.out_dir, log_artifacts)
         except LookupError as error:
             print(error, file=sys.stderr)
             return 1
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     written = 0
     for name in names:
         try:
-            paths = write_table(client, name, args.out_dir, args.parent_run_id, not args.no_log)
+            paths = write_table(client, name, args.out_dir, args.parent_run_id, log_artifacts)
         except LookupError as error:
             if args.experiments:
                 print(error, file=sys.stderr)

@@ -122,8 +122,8 @@ def test_rcond_follows_the_network_unless_given():
     assert compose("dataset=iris").solver.rcond == 1e-15
     assert compose("network=conv1", "solver.rcond=1e-5").solver.rcond == 1e-5
     assert compose("network=conv1", "solver=qr").solver.rcond == 1e-2
-    # a network file without rcond falls back to the paper's feed-forward setting
-    assert compose("dataset=iris", "~network.rcond").solver.rcond == zorb.DEFAULT_RCOND
+    # a network file without rcond leaves it to the dtype (zorb.default_rcond)
+    assert compose("dataset=iris", "~network.rcond").solver.rcond is None  # zorb.default_rcond(dtype)
 
 
 def test_dataset_picks_its_network_and_the_command_line_wins():

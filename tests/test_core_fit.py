@@ -147,7 +147,7 @@ def test_save_load_keeps_softmax_state_and_refuses_pickles(tmp_path, rng):
     np.testing.assert_array_equal(loaded.layers[1].output_range, trained.layers[1].output_range)
     np.save(tmp_path / "evil.npy", np.array([object()], dtype=object), allow_pickle=True)
     np.savez(tmp_path / "evil.npz", __zorb__=np.array([{"x": 1}], dtype=object))
-    with pytest.raises(zorb.ConfigError, match="is not a zorb network file"):
+    with pytest.raises(zorb.ConfigError, match="is not a usable zorb network file: array .__zorb__. has dtype object"):
         zorb.load(tmp_path / "evil.npz")
 
 

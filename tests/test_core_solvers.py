@@ -164,3 +164,25 @@ def test_pseudoinverse_matches_numpy_on_both_routes(rows, cols, singular, rng):
 def test_bad_solver_options_are_refused(bad, message):
     with pytest.raises(zorb.ConfigError, match=message):
         check_solver_options(**bad)
+
+
+@pytest.mark.parametrize("solver", ["svd", "qr"])
+def test_default_rcond_follows_the_dtype_and_cuts_duplicate_columns(solver):
+    """Half the input columns repeated exactly: the design [A, 1] has rank d + 1 of its
+    1.5 d + 1 columns. The default cut finds that rank in float64 and float32; float64's
+    1e-15 kept in float32 (below its epsilon) keeps directions made of rounding alone."""
+    assert zorb.default_rcond("float64") == zorb.DEFAULT_RCOND == 1e-15
+    eps32, eps64 = np.finfo(np.float32).eps, np.finfo(np.float64).eps
+    assert zorb.default_rcond("float32") == pytest.approx(1e-15 * eps32 / eps64)
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(2000, 30))
+    x = np.concatenate([base, base[:, :15]], axis=1)
+    y = np.eye(3)[rng.integers(0, 3, 2000)]
+    specs = [{"type": "dense", "units": 3}, {"type": "softmax"}]
+    for dtype in ("float64", "float32"):
+        network = zorb.build_network(specs, (45,), output_dim=3, seed=0, dtype=dtype)
+        _, report = zorb.fit(network, x, y, solver=solver)
+        assert report.layers[0].rank == np.linalg.matrix_rank(np.c_[x, np.ones(len(x))]) == 31
+        assert report.layers[0].u_rcond == zorb.default_rcond(dtype)
+    _, report = zorb.fit(network, x, y, solver=solver, rcond=1e-15)  # float32 with float64's cut
+    assert report.layers[0].rank > 31

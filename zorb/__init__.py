@@ -28,7 +28,7 @@ _PUBLIC = {
     "load": "zorb.core.io", "save": "zorb.core.io",
     "evaluate": "zorb.core.metrics", "predict": "zorb.core.metrics", "scores": "zorb.core.metrics",
     "Network": "zorb.core.network", "build_network": "zorb.core.network",
-    "DEFAULT_RCOND": "zorb.core.solvers", "SOLVERS": "zorb.core.solvers",
+    "DEFAULT_RCOND": "zorb.core.solvers", "default_rcond": "zorb.core.solvers", "SOLVERS": "zorb.core.solvers",
     "check_solver_options": "zorb.core.solvers",
 }
 

@@ -34,7 +34,7 @@ from zorb.baselines import check_untrained
 from zorb.errors import ConfigError, FitError
 from zorb.core.fit import LayerReport, as_data
 from zorb.core.network import Network
-from zorb.core.solvers import DEFAULT_RCOND, check_rcond, design_matrix, lstsq_svd, spectrum_summary
+from zorb.core.solvers import check_rcond, default_rcond, design_matrix, lstsq_svd, spectrum_summary
 from zorb.core.timing import timed
 
 
@@ -72,7 +72,7 @@ def _forward(layers, a):
     return a
 
 
-def fit_mlelm(network: Network, X, Y, *, rcond: float = DEFAULT_RCOND) -> tuple[Network, MLELMReport]:
+def fit_mlelm(network: Network, X, Y, *, rcond: float | None = None) -> tuple[Network, MLELMReport]:
     """Train the Dense network ``network`` on ``X`` (N x d), ``Y`` (N x outputs) by ML-ELM.
 
     Returns the trained network (same layers, new weights) and an ``MLELMReport``. Raises
@@ -84,8 +84,8 @@ def fit_mlelm(network: Network, X, Y, *, rcond: float = DEFAULT_RCOND) -> tuple[
         if layer.parametric and layer.kind != "dense":
             raise ConfigError(f"ML-ELM is defined for dense networks, but layer {index} is {layer.kind}: "
                               f"compare a CNN with Adam only")
-    rcond = check_rcond("rcond", rcond)
     dtype = network.dtype
+    rcond = default_rcond(dtype) if rcond is None else check_rcond("rcond", rcond)
     a = as_data("X", X, dtype, network.input_shape)
     y = as_data("Y", Y, dtype, network.output_shape)
     if a.shape[0] != y.shape[0]:

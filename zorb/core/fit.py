@@ -29,8 +29,8 @@ from zorb.errors import ConfigError, FitError
 from zorb.core.network import Network
 from zorb.core.layers.activations import SquashingLayer
 from zorb.core.layers.dense import Dense
-from zorb.core.solvers import (AUTO, DEFAULT_RCOND, SOLVERS, check_solver_options, design_matrix, is_auto,
-                               qr_triangle, solve_from_gram, solve_from_triangle, spectrum_summary)
+from zorb.core.solvers import (AUTO, SOLVERS, check_solver_options, design_matrix, is_auto, qr_triangle,
+                               solve_from_gram, solve_from_triangle, spectrum_summary)
 from zorb.core.timing import timed, timed_each
 
 
@@ -288,14 +288,14 @@ def _rows_of(layers, start: int, stop: int):
                  for layer in layers)
 
 
-def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float = DEFAULT_RCOND,
+def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = None,
         u_rcond: float | None = None, b_rcond: float | None = None, ridge: float | str = 0.0,
         per_layer: Mapping[int, Mapping] | None = None, seed: int = 0, chunk_rows: int | None = None,
         devices=None, callback: Callable[[LayerReport], None] | None = None) -> tuple[Network, FitReport]:
     """Train ``network`` on ``X`` (N x input_shape) and ``Y`` (N x output_shape) in one pass.
 
-    ``rcond`` sets ``u_rcond`` (cut of the update solve) and ``b_rcond`` (cut of the backward
-    pseudoinverses) unless given; ``per_layer`` maps a parametric layer's 1-based position to
+    ``rcond`` (None: ``zorb.default_rcond(network.dtype)``, 1e-15 in float64) sets ``u_rcond``
+    (cut of the update solve) and ``b_rcond`` (cut of the backward pseudoinverses) unless given; ``per_layer`` maps a parametric layer's 1-based position to
     its own ``solver``/``rcond``/``u_rcond``/``b_rcond``/``ridge`` (its ``b_rcond`` is the cut
     used when targets pass backward through it). ``ridge="auto"`` chooses each layer's ridge
     by generalised cross-validation from the solve's own factorisation (``zorb.core.solvers``;

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zorb.errors import ConfigError
+from zorb.errors import ConfigError, FitError
 from zorb.core.network import Network
 
 TASKS = ("classification", "binary", "regression")
@@ -50,11 +50,18 @@ def scores(predictions, Y, task: str | None = None) -> dict[str, float]:
     - ``accuracy``: argmax match (classification) or ``round(p) == round(y)`` (one output);
     - ``log_loss``: cross-entropy with predictions clipped to ``[1e-15, 1]`` (ZORB's softmax
       can put an output a hair below 0).
+
+    Raises ``FitError`` when a prediction is NaN or infinite (no figure of such a network means anything).
     """
     p = np.asarray(predictions, np.float64).reshape(len(predictions), -1)
     y = np.asarray(Y, np.float64).reshape(len(Y), -1)
     if p.shape != y.shape:
         raise ConfigError(f"predictions have shape {p.shape} but targets {y.shape}")
+    bad = np.size(p) - np.count_nonzero(np.isfinite(p))
+    if bad:
+        raise FitError(f"{bad} of the {np.size(p)} predictions are not finite (NaN or infinite): the network "
+                       f"diverged or holds non-finite weights, so it has no score; raise rcond or lower the "
+                       f"learning rate")
     task = task or infer_task(y)
     if task not in TASKS:
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")

@@ -48,7 +48,16 @@ from zorb.kernels.solve import eigvalsh, gram_solve
 from zorb.errors import ConfigError
 
 DEFAULT_RCOND = 1e-15
-"""The paper's feed-forward setting (numpy's ``pinv`` default); its CNN runs used 1e-9 and 1e-2."""
+"""The float64 cut where none is given: the paper's feed-forward setting (numpy's ``pinv``
+default), about 4.5 float64 epsilons; its CNN runs used 1e-9 and 1e-2. Other dtypes get the
+same multiple of their own epsilon (``default_rcond``)."""
+
+
+def default_rcond(dtype) -> float:
+    """The cut used where none is given: ``DEFAULT_RCOND`` scaled from float64's machine
+    epsilon to ``dtype``'s (1e-15 in float64, 5.4e-7 in float32), so that a direction
+    rounding made nonzero (an exact duplicate column) is cut in either precision."""
+    return DEFAULT_RCOND * float(np.finfo(np.dtype(dtype)).eps) / float(np.finfo(np.float64).eps)
 
 
 AUTO = "auto"
@@ -329,16 +338,16 @@ def check_rcond(name: str, value) -> float:
     return float(value)
 
 
-def check_solver_options(solver: str = "svd", rcond=DEFAULT_RCOND, u_rcond=None, b_rcond=None,
+def check_solver_options(solver: str = "svd", rcond=None, u_rcond=None, b_rcond=None,
                          ridge=0.0, dtype="float64") -> tuple[float, float, float | str]:
     """Validate the solver settings before any compute; return ``(u_rcond, b_rcond, ridge)``.
 
-    ``rcond`` sets both ``u_rcond`` (the update solve) and ``b_rcond`` (the backward
-    pseudoinverses) unless they are given.
+    ``rcond`` (None: ``default_rcond(dtype)``) sets both ``u_rcond`` (the update solve) and
+    ``b_rcond`` (the backward pseudoinverses) unless they are given.
     """
     if solver not in SOLVERS:
         raise ConfigError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
-    rcond = check_rcond("rcond", rcond)
+    rcond = default_rcond(dtype) if rcond is None else check_rcond("rcond", rcond)
     u = rcond if u_rcond is None else check_rcond("u_rcond", u_rcond)
     b = rcond if b_rcond is None else check_rcond("b_rcond", b_rcond)
     if is_auto(ridge):

@@ -5,7 +5,8 @@ machines (submitit), so nothing is shared in memory. The sweep's state lives in 
 file in the sweep directory, read and written under an ``fcntl`` lock:
 
     {"parent_run_id", "experiment_id", "tracking_uri", "expected_jobs",
-     "jobs": {"<job num>": "FINISHED" | "FAILED"}, "closed": null | "FINISHED" | "FAILED"}
+     "jobs": {"<job num>": "FINISHED" | "FAILED" | "KILLED"},
+     "closed": null | "FINISHED" | "FAILED" | "KILLED", "launcher": {"pid", "started"}}
 
 - ``on_multirun_start`` (the launching process) creates the parent run and the file, and
   counts the sweep's jobs.
@@ -53,7 +54,7 @@ warnings.filterwarnings("ignore", category=UserWarning,
 
 STATE_FILE = ".zorb_mlflow_sweep.json"
 LOCK_FILE = ".zorb_mlflow_sweep.lock"
-FINISHED, FAILED = "FINISHED", "FAILED"
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 
 try:
     from hydra.experimental.callback import Callback
@@ -184,7 +185,7 @@ class SweepState:
             parent.log_params({"sweep.jobs": "unknown" if expected_jobs is None else str(expected_jobs)})
             box["state"] = {"parent_run_id": parent.run_id, "experiment_id": experiment_id,
                             "tracking_uri": tracking_uri, "expected_jobs": expected_jobs,
-                            "jobs": {}, "closed": None}
+                            "jobs": {}, "closed": None, "launcher": launcher_process() if fresh else None}
             log.info("MLflow parent run %s for sweep %s", parent.run_id, self.folder)
             return box["state"]
 
@@ -216,12 +217,23 @@ class SweepState:
             return state["closed"]
 
 
+def launcher_process() -> dict[str, Any]:
+    """``{"pid", "started"}`` of this process, the one that launches the sweep's jobs, for its
+    workers to watch (``zorb.runner.lifecycle.watch_parent``)."""
+    from zorb.runner.lifecycle import start_time
+
+    return {"pid": os.getpid(), "started": start_time(os.getpid())}
+
+
 def _close_parent(state: dict[str, Any], *, complete: bool) -> str:
     statuses = list(state["jobs"].values())
     status = FINISHED if complete and statuses and all(s == FINISHED for s in statuses) else FAILED
+    if KILLED in statuses:
+        status = KILLED
     client = tracking.client(state["tracking_uri"])
     parent = tracking.RunRecorder(client, state["parent_run_id"])
-    parent.log_metrics({"jobs_finished": statuses.count(FINISHED), "jobs_failed": statuses.count(FAILED)})
+    parent.log_metrics({"jobs_finished": statuses.count(FINISHED), "jobs_failed": statuses.count(FAILED),
+                        "jobs_killed": statuses.count(KILLED)})
     parent.terminate(status)
     log.info("MLflow parent run %s closed %s (%d finished, %d failed)", state["parent_run_id"], status,
              statuses.count(FINISHED), statuses.count(FAILED))
@@ -261,6 +273,45 @@ def sweep_tags(config: DictConfig) -> dict[str, str]:
     return {**tags, **swept_keys_tag(config)}
 
 
+ZORB_CALLBACKS = (f"{__name__}.DataCheckCallback", f"{__name__}.MLflowSweepCallback")
+"""The only ``hydra.callbacks`` targets run.py lets Hydra instantiate (they take no options)."""
+
+
+def foreign_callback(callbacks: Any) -> str | None:
+    """The sentence refusing the first entry of ``hydra.callbacks`` that is not one of
+    ``ZORB_CALLBACKS`` without options (an option of a callback could itself name a
+    ``_target_`` that Hydra would instantiate), else None."""
+    for name, params in (callbacks or {}).items():
+        params = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else params
+        target = params.get("_target_") if isinstance(params, dict) else None
+        if target not in ZORB_CALLBACKS or set(params) != {"_target_"}:
+            return (f"hydra.callbacks.{name} asks Hydra to instantiate {target!r}"
+                    f"{'' if target not in ZORB_CALLBACKS else ' with options'}, but zorb only runs its own "
+                    f"callbacks ({', '.join(ZORB_CALLBACKS)}, without options): remove it")
+    return None
+
+
+def refuse_foreign_callbacks() -> None:
+    """Make Hydra check ``hydra.callbacks`` (``foreign_callback``) before it instantiates any
+    of them: a refused entry ends the command with its sentence and exit status 1 before
+    anything runs. Hydra offers no hook ahead of that instantiation, so this wraps its
+    ``Callbacks`` constructor (tests/test_runner_faults.py fails if Hydra moves it)."""
+    from hydra._internal.callbacks import Callbacks
+
+    original = Callbacks.__init__
+    if getattr(original, "zorb_checked", False):
+        return
+
+    def checked(self, config: DictConfig | None = None) -> None:
+        refusal = foreign_callback(OmegaConf.select(config, "hydra.callbacks")) if config is not None else None
+        if refusal:
+            raise SystemExit(refusal)
+        original(self, config)
+
+    checked.zorb_checked = True
+    Callbacks.__init__ = checked
+
+
 class DataCheckCallback(Callback):
     """Hydra callback: before a multirun whose jobs all read one image dataset, check its files.
 
@@ -283,16 +334,37 @@ class DataCheckCallback(Callback):
             raise SystemExit(f"{error} (no job was started)") from None
 
 
+_PARENT_HEARTBEATS: list = []
+
+
 class MLflowSweepCallback(Callback):
-    """Hydra callback: opens the multirun's MLflow parent run and guarantees it is closed."""
+    """Hydra callback: opens the multirun's MLflow parent run and guarantees it is closed.
+
+    Before any job starts it checks the store once (one sentence and exit status 1 when it
+    cannot be written) and reaps the runs of this host in the experiment whose process is
+    gone (``zorb.runner.lifecycle.reap``). The parent run carries the launching process's
+    tags and heartbeat, so that it is reaped in turn if that process is killed.
+    """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from zorb.errors import ZorbError
+        from zorb.runner import lifecycle, store
+
         if not OmegaConf.select(config, "tracking.enabled", default=False):
             return
         state = SweepState(sweep_dir_of(config.hydra))
-        uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
-        state.open_parent(tracking_uri=uri, experiment=str(config.tracking.experiment),
-                          expected_jobs=count_jobs(config), tags=sweep_tags(config), fresh=True)
+        uri = store.resolve(OmegaConf.select(config, "tracking.uri"))
+        try:
+            store.check(uri, write=True)
+        except ZorbError as error:
+            raise SystemExit(f"{error} (no job was started)") from None
+        experiment = str(config.tracking.experiment)
+        opened = state.open_parent(tracking_uri=uri, experiment=experiment, expected_jobs=count_jobs(config),
+                                   tags={**sweep_tags(config), **lifecycle.process_tags()}, fresh=True)
+        client = tracking.client(uri)
+        lifecycle.reap(client, [opened["experiment_id"]], this_host_only=True)
+        # kept off the callback: Hydra's joblib launcher pickles the callbacks for its workers
+        _PARENT_HEARTBEATS.append(lifecycle.Heartbeat(tracking.RunRecorder(client, opened["parent_run_id"])))
         # Hydra skips on_multirun_end when a job failed; closing at exit covers that case.
         atexit.register(_close_at_exit, state)
 

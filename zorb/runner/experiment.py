@@ -16,7 +16,7 @@ import numpy as np
 
 import zorb
 from zorb import baselines
-from zorb.core.fit import as_data
+from zorb.core.fit import as_data, resolve_options
 from zorb.errors import ConfigError
 from zorb.runner.settings import (SolverSettings, get, init_paths, init_seed, layer_specs, method_settings,
                                   read_limits, solver_settings, validation_fraction)
@@ -28,6 +28,8 @@ class Observer(Protocol):
     """What the experiment tells the outside world (``zorb.runner.records.RunRecords`` records it)."""
 
     def network_built(self, network: zorb.Network) -> None: ...
+
+    def data_warnings(self, warnings: Mapping[str, str]) -> None: ...
 
     def layer_solved(self, report) -> None: ...
 
@@ -142,9 +144,18 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
              len(dataset.x_train), len(dataset.x_test), dataset.input_shape, dataset.output_dim, dataset.task)
     log.info("network %s:\n%s", config["network"]["name"], network.describe())
     settings = ", ".join(f"{key} {value}" for key, value in options.items()) or \
-        f"solver {solver.name}, rcond {solver.rcond:g}, ridge {solver.ridge}" + \
+        f"solver {solver.name}, rcond {zorb.default_rcond(network.dtype) if solver.rcond is None else solver.rcond:g}, " \
+        f"ridge {solver.ridge}" + \
         "".join(f", {key} {value}" for key, value in (("chunk_rows", solver.chunk_rows), ("devices", solver.devices))
                 if value is not None)
+    if method_name == "zorb":  # the per-layer options against the built network, before the fit
+        resolve_options(network, **{key: value for key, value in solver.fit_options().items()
+                                    if key in ("solver", "rcond", "u_rcond", "b_rcond", "ridge", "per_layer")})
+    warnings = degenerate_data(network, dataset)
+    for sentence in warnings.values():
+        log.warning("%s", sentence)
+    if warnings and observer is not None:
+        observer.data_warnings(warnings)
     log.info("fitting %d layer(s) with %s: %s", len(network.parametric_indices), method_name, settings)
 
     # Checked before any method runs: a bad array fails here, and the check's one-time
@@ -189,6 +200,33 @@ def validation_metrics(fit_method: Callable, network: zorb.Network, dataset, sol
     log.info("validation: fitted on %d samples, %d held out: val_error %.4g", len(rest.x_train), len(x_val),
              metrics["val_error"])
     return metrics
+
+
+def degenerate_data(network: zorb.Network, dataset) -> dict[str, str]:
+    """``{name: sentence}`` for training data a fit can run on but learns little from:
+    ``single_class`` (every target the same class), ``interpolation`` (a layer has more
+    unknowns per output than it has rows to fit: the solve interpolates) and
+    ``constant_inputs`` (every training input identical)."""
+    found = {}
+    x, y, count = np.asarray(dataset.x_train), np.asarray(dataset.y_train), len(dataset.x_train)
+    if dataset.task in ("classification", "binary") and count:
+        labels = y.argmax(axis=1) if dataset.task == "classification" else np.round(y.reshape(count, -1)[:, 0])
+        if len(np.unique(labels)) == 1:
+            found["single_class"] = (f"every training target of {dataset.name} is class {labels[0]:g}: the "
+                                     f"network can only learn to predict that class")
+    for index in network.parametric_indices:
+        layer = network.layers[index - 1]
+        rows = count * int(np.prod(layer.out_shape[:-1], dtype=np.int64))
+        unknowns = int(layer.weights.shape[0])
+        if rows < unknowns:
+            found["interpolation"] = (f"layer {index} ({layer.kind}) fits {unknowns} weights per output on "
+                                      f"{rows} rows ({count} training samples): the solve interpolates the "
+                                      f"training data, so expect a train error near 0 that says nothing of the test")
+            break
+    if count > 1 and (x.reshape(count, -1) == x.reshape(count, -1)[:1]).all():
+        found["constant_inputs"] = (f"all {count} training inputs of {dataset.name} are identical: no fit can "
+                                    f"tell the samples apart")
+    return found
 
 
 def check_data(network: zorb.Network, dataset) -> None:

@@ -4,14 +4,17 @@
     python run.py dataset=iris network=iris solver.rcond=1e-9 seed=3   (Hydra, run.py)
     zorb.runner.main(cfg)                                           (tests, other tools)
 
-Every setting is validated before any compute. A user-facing error (``zorb.ZorbError``)
-marks the MLflow run FAILED and surfaces as ``RunFailed``: one sentence, which Hydra
-prints without a traceback before exiting non-zero. In a multirun the other jobs go on.
+Every setting, and the store, is checked before any compute. A user-facing error
+(``zorb.ZorbError``) marks the MLflow run FAILED and surfaces as ``RunFailed``: one sentence,
+which Hydra prints without a traceback before exiting non-zero. In a multirun the other jobs
+go on. SIGTERM, SIGHUP and Ctrl-C mark the run KILLED, print one line and exit with
+128 + the signal's number (``zorb.runner.lifecycle``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 
@@ -21,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from zorb.errors import ZorbError
 from zorb.kernels import threads
 from zorb.runner import callbacks as hydra_callbacks
-from zorb.runner import records
+from zorb.runner import lifecycle, records, store
 from zorb.runner.experiment import run_experiment
-from zorb.runner.records import FAILED, FINISHED, hydra_config
-from zorb.runner.settings import apply_limits, get, plain_config
+from zorb.runner.records import FAILED, FINISHED, KILLED, hydra_config
+from zorb.runner.settings import apply_limits, check_settings, plain_config, tracking_settings
 
 log = logging.getLogger("zorb.runner.job")
 
@@ -45,6 +48,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
         metrics = run(cfg, job=job)
         status = FINISHED
         return metrics
+    except (lifecycle.Stopped, KeyboardInterrupt):
+        status = KILLED
+        raise
     except ZorbError as error:
         log.error("%s", error)
         raise RunFailed(str(error)) from None
@@ -59,14 +65,35 @@ def main(cfg: DictConfig) -> dict[str, float]:
 def cli(cfg: DictConfig) -> None:
     """``run.py``'s task: ``main``, with a single run's user-facing error printed as its
     one sentence (no traceback, no Hydra hint) and exit status 1. In a multirun the error
-    goes to Hydra, which records the job as failed, runs the others and exits non-zero."""
+    goes to Hydra, which records the job as failed, runs the others and exits non-zero.
+
+    SIGTERM, SIGHUP and Ctrl-C end the run KILLED, then the process with one line and
+    status 128 + the signal's number; a sweep's worker process exits at once (its launcher
+    may be gone), and stops its job by itself when the launcher is gone."""
+    job = hydra_callbacks.current_job()
+    worker = False
     try:
-        main(cfg)
+        with lifecycle.catch_signals():
+            if job is not None:
+                launcher = (job.state.read() or {}).get("launcher") or {}
+                worker = bool(launcher) and launcher["pid"] != os.getpid()
+                if worker:
+                    lifecycle.watch_parent(int(launcher["pid"]), launcher.get("started"))
+            main(cfg)
     except RunFailed as error:
-        if hydra_callbacks.current_job() is not None:
+        if job is not None:
             raise
         sys.stderr.write(f"{error}\n")
         sys.exit(1)
+    except (lifecycle.Stopped, KeyboardInterrupt) as error:
+        code = error.exit_status if isinstance(error, lifecycle.Stopped) else 130
+        what = error if isinstance(error, lifecycle.Stopped) else "interrupted (SIGINT)"
+        tracked = OmegaConf.select(cfg, "tracking.enabled", default=False) is True
+        sys.stderr.write(f"{what}: the run is marked KILLED\n" if tracked else f"{what}\n")
+        if worker:
+            logging.shutdown()
+            os._exit(code)
+        sys.exit(code)
 
 
 def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = None) -> dict[str, float]:
@@ -75,18 +102,25 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
     Raises ``zorb.ZorbError`` for a bad setting, missing data or a failed fit.
     """
     config = plain_config(cfg)
+    tracked, uri, _ = tracking_settings(config)
+    if tracked:
+        store.check(store.resolve(uri), write=True)
     thread_tags = pin_threads(config, job)
-    recorder = records.open_run(config, job, thread_tags) if get(config, "tracking", "enabled") else None
+    recorder = records.open_run(config, job, {**thread_tags, **lifecycle.process_tags()}) if tracked else None
+    heartbeat = lifecycle.Heartbeat(recorder) if recorder is not None else None
     try:
         config = apply_limits(config)
         if recorder is not None:
             recorder.log_params(records.tracking.flatten(config))
+        check_settings(config)  # a bad setting ends the open run FAILED, with the sentence as its error tag
         outcome = run_experiment(config, records.RunRecords(recorder) if recorder is not None else None)
     except BaseException as error:
         if recorder is not None:
+            heartbeat.stop()
             records.close_failed(recorder, error)
         raise
     if recorder is not None:
+        heartbeat.stop()
         recorder.terminate(FINISHED)
         log.info("MLflow run %s FINISHED (%s)", recorder.run_id, recorder.artifact_uri)
     metrics = dict(outcome.metrics)

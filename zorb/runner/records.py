@@ -104,10 +104,15 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
 
 
 def close_failed(recorder: tracking.RunRecorder, error: BaseException) -> None:
-    status = KILLED if isinstance(error, KeyboardInterrupt) else FAILED
+    """End the run KILLED (stopped by a signal, tagged ``zorb.stopped_by``) or FAILED (an error,
+    tagged ``error``)."""
+    from zorb.runner import lifecycle
+
+    stopped_by = lifecycle.stop_reason(error)
+    status = KILLED if stopped_by else FAILED
     try:
         message = str(error) if isinstance(error, ZorbError) else f"{type(error).__name__}: {error}"
-        recorder.set_tags({"error": message})
+        recorder.set_tags({lifecycle.STOPPED_BY: stopped_by} if stopped_by else {"error": message})
         log_job_files(recorder)
     finally:
         recorder.terminate(status)
@@ -284,6 +289,9 @@ class RunRecords:
 
         self.recorder.set_tags({"zorb.init_sha256": weights_digest(network)})
         self.progress = _Progress(network, self.recorder)
+
+    def data_warnings(self, warnings: Mapping[str, str]) -> None:
+        self.recorder.set_tags({f"zorb.warning.{name}": sentence for name, sentence in warnings.items()})
 
     def layer_solved(self, report) -> None:
         if self.progress is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ LIMITS = ("train_samples", "test_samples", "width", "steps")
 @dataclasses.dataclass(frozen=True)
 class SolverSettings:
     name: str
-    rcond: float
+    rcond: float | None  # None: the dtype's default (zorb.default_rcond)
     u_rcond: float | None
     b_rcond: float | None
     ridge: float | str
@@ -66,7 +67,7 @@ def solver_settings(config: Mapping) -> SolverSettings:
     """The solver group, validated (``zorb.check_solver_options``) before any compute."""
     solver = get(config, "solver")
     name = get(config, "solver", "name")
-    rcond = solver.get("rcond", zorb.DEFAULT_RCOND)
+    rcond = solver.get("rcond")
     u_rcond, b_rcond, ridge = solver.get("u_rcond"), solver.get("b_rcond"), solver.get("ridge", 0.0)
     zorb.check_solver_options(name, rcond, u_rcond, b_rcond, ridge, str(config.get("dtype", "float64")))
     per_layer: dict[int, dict[str, Any]] = {}
@@ -144,10 +145,7 @@ def read_limits(config: Mapping) -> dict[str, int | None]:
     if unknown:
         raise ConfigError(f"limits has no key {unknown[0]!r} (keys: {', '.join(LIMITS)})")
     for key in LIMITS:
-        value = limits.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"limits.{key} must be a positive integer or null, got {value!r}")
-        limits[key] = value
+        limits[key] = positive_int_or_null(f"limits.{key}", limits.get(key))
     return limits
 
 
@@ -181,13 +179,24 @@ def validation_fraction(config: Mapping) -> float:
 
 
 def init_paths(config: Mapping) -> tuple[Path | None, Path | None]:
-    """``(init_file, init_out)`` as paths; init_file must exist."""
+    """``(init_file, init_out)`` as paths; init_file must exist, and init_out's folder must
+    exist (or be made) and take a new file."""
     init_file, init_out = config.get("init_file"), config.get("init_out")
     init_file = Path(str(init_file)).expanduser() if init_file else None
     init_out = Path(str(init_out)).expanduser() if init_out else None
     if init_file is not None and not init_file.is_file():
         raise ConfigError(f"init_file {init_file} does not exist: write it first with init_out={init_file} "
                           f"(and the same dataset, network and seed)")
+    if init_out is not None:
+        try:
+            if init_out.is_dir():
+                raise IsADirectoryError(21, "it is a folder")
+            init_out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=init_out.parent):
+                pass
+        except OSError as error:
+            raise ConfigError(f"init_out={init_out} cannot be written ({error.strerror or error}): choose a "
+                              f"file in a writable folder") from None
     return init_file, init_out
 
 
@@ -199,6 +208,63 @@ def init_seed(config: Mapping) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"init_seed must be a non-negative integer or null (the run's seed), got {value!r}")
     return value
+
+
+def positive_int_or_null(name: str, value) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")
+    return value
+
+
+def tracking_settings(config: Mapping) -> tuple[bool, str | None, str]:
+    """``(enabled, uri, experiment)`` of the tracking group, checked before the store is opened."""
+    tracking = get(config, "tracking")
+    if not isinstance(tracking, Mapping):
+        raise ConfigError(f"tracking must be a config group (a mapping), got {tracking!r}")
+    for key in ("enabled", "log_model"):
+        if not isinstance(tracking.get(key, True), bool):
+            raise ConfigError(f"tracking.{key} must be true or false, got {tracking[key]!r}")
+    enabled, uri = get(config, "tracking", "enabled"), tracking.get("uri")
+    experiment = tracking.get("experiment")
+    if enabled and (not isinstance(experiment, str) or not experiment.strip()):
+        raise ConfigError(f"tracking.experiment must be a non-empty name, got {experiment!r}")
+    if uri is not None and (not isinstance(uri, str) or not uri):
+        raise ConfigError(f"tracking.uri must be a store URI such as sqlite:///mlflow.db or null, got {uri!r}")
+    return enabled, uri, experiment
+
+
+def check_settings(config: Mapping) -> None:
+    """Every setting a run reads, checked before data is loaded, so a bad value costs no fit:
+    ``seed``, ``dtype``, ``threads``, ``eval_batch_size``, ``data_dir``,
+    ``init_file``/``init_out``, ``validation_fraction``, ``limits``, the solver and method
+    groups and ``network.layers`` (each layer's own options are checked when the network is
+    built, before the fit). The tracking group is ``tracking_settings``'s."""
+    from zorb.core.network import DTYPES
+    from zorb.kernels.threads import threads_per_job
+
+    seed = get(config, "seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    dtype = config.get("dtype", "float64")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    threads_per_job(config.get("threads", "auto"), workers=None)
+    positive_int_or_null("eval_batch_size", config.get("eval_batch_size"))
+    data_dir = get(config, "data_dir")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ConfigError(f"data_dir must be a folder name, got {data_dir!r}")
+    for key in ("dataset", "network"):
+        if not isinstance(get(config, key), Mapping):
+            raise ConfigError(f"{key} must be a config group (a mapping), got {config[key]!r}")
+    name = get(config, "dataset", "name")
+    if not isinstance(name, str):
+        raise ConfigError(f"dataset.name must be a dataset's name, got {name!r}")
+    init_paths(config)
+    validation_fraction(config)
+    read_limits(config)
+    solver_settings(config)
+    method_settings(config)
+    layer_specs(config)
 
 
 def layer_specs(config: Mapping) -> list[dict[str, Any]]:

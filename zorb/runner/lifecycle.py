@@ -1,0 +1,211 @@
+"""How a run's process ends, and how runs whose process died are closed.
+
+- ``catch_signals()``: SIGTERM (``timeout``, ``docker stop``, SLURM's time limit) and SIGHUP
+  (a closed terminal) raise ``Stopped`` in the main thread, so the run's ``finally`` marks
+  it KILLED like Ctrl-C does; ``exit_status`` is the shell's 128 + signal number.
+- ``process_tags()``: host, process id and the process's start time, so that a run left
+  RUNNING by kill -9 or the OOM killer can be told from a live one; ``Heartbeat`` refreshes
+  ``zorb.heartbeat`` (seconds since the epoch) so that runs of other hosts can be judged too.
+- ``reap()``: marks RUNNING runs whose process is gone KILLED (same host: the pid is dead or
+  belongs to a newer process) and other hosts' runs whose heartbeat is older than
+  ``timeout`` FAILED. ``python scripts/runs.py reap`` calls it; so does every sweep's start.
+- ``watch_parent()``: a sweep's worker process stops its job when the process that launched
+  the sweep is gone (kill -9 of the launcher leaves the workers orphaned otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+HOST, PID, PROCESS_START, HEARTBEAT = "zorb.host", "zorb.pid", "zorb.process_start", "zorb.heartbeat"
+STOPPED_BY, REAPED = "zorb.stopped_by", "zorb.reaped"
+HEARTBEAT_SECONDS = 60.0
+"""How often a run refreshes its heartbeat tag (one small store write)."""
+STALE_SECONDS = 15 * 60.0
+"""A run of another host whose heartbeat is older than this is taken for dead by ``reap``."""
+PARENT_POLL_SECONDS = 1.0
+_watched: int | None = None  # the launcher this worker process watches (one thread per process)
+
+
+class Stopped(BaseException):
+    """The process received SIGTERM or SIGHUP (a BaseException, as KeyboardInterrupt is: no
+    ``except Exception`` on the way up swallows it)."""
+
+    def __init__(self, signum: int, reason: str | None = None):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(reason or f"stopped by {self.name}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+def stop_reason(error: BaseException) -> str | None:
+    """``"SIGTERM"``, ``"SIGHUP"`` or ``"SIGINT"`` when ``error`` means the run was stopped from
+    outside (the run then ends KILLED), else None."""
+    if isinstance(error, Stopped):
+        return error.name
+    if isinstance(error, KeyboardInterrupt):
+        return "SIGINT"
+    return None
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def catch_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise ``Stopped`` (main thread only; elsewhere a
+    no-op); the previous handlers come back after it, so a sweep's worker process is again
+    ended by them between jobs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # a signal the process was started ignoring (SIGHUP under nohup) stays ignored
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _raise_stopped)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ValueError):
+        return None
+
+
+def process_tags() -> dict[str, str]:
+    """``zorb.host``, ``zorb.pid``, ``zorb.process_start`` (seconds since the epoch) and a first
+    ``zorb.heartbeat``."""
+    return {HOST: socket.gethostname(), PID: str(os.getpid()),
+            PROCESS_START: f"{start_time(os.getpid()):.2f}", HEARTBEAT: f"{time.time():.0f}"}
+
+
+def process_alive(pid: int, started: float | None) -> bool:
+    """Whether process ``pid`` of this host runs and is the one that started at ``started``
+    (a pid reused by a newer process is not)."""
+    now_started = start_time(pid)
+    if now_started is None:
+        return False
+    try:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.Error:
+        return False
+    return started is None or abs(now_started - started) < 1.0
+
+
+class Heartbeat:
+    """A daemon thread that sets ``zorb.heartbeat`` on a run every ``seconds``."""
+
+    def __init__(self, recorder, seconds: float = HEARTBEAT_SECONDS):
+        self.recorder, self.seconds = recorder, seconds
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="zorb-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.done.wait(self.seconds):
+            try:
+                self.recorder.set_tags({HEARTBEAT: f"{time.time():.0f}"})
+            except Exception as error:  # a missed beat only makes the run look older to reap
+                log.debug("heartbeat of %s failed: %s", self.recorder.run_id, error)
+
+    def stop(self) -> None:
+        self.done.set()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    run_id: str
+    run_name: str
+    status: str  # what reap sets: KILLED or FAILED
+    reason: str
+
+
+def judge(run, *, host: str, now: float, timeout: float) -> Verdict | None:
+    """What ``reap`` does with one RUNNING run: None to leave it (alive, or carrying no
+    process tags to tell)."""
+    tags = run.data.tags
+    if HOST not in tags or PID not in tags:
+        return None
+    name = run.info.run_name or run.info.run_id
+    if tags[HOST] == host:
+        started = float(tags[PROCESS_START]) if tags.get(PROCESS_START) else None
+        if process_alive(int(tags[PID]), started):
+            return None
+        return Verdict(run.info.run_id, name, "KILLED", f"process {tags[PID]} on {host} is gone")
+    beat = float(tags.get(HEARTBEAT) or run.info.start_time / 1000)
+    if now - beat <= timeout:
+        return None
+    return Verdict(run.info.run_id, name, "FAILED",
+                   f"stale: no heartbeat from {tags[HOST]} for {(now - beat) / 60:.0f} min")
+
+
+def running_runs(client, experiment_ids: list[str]) -> Iterator:
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def reap(client, experiment_ids: list[str], *, dry_run: bool = False, timeout: float = STALE_SECONDS,
+         this_host_only: bool = False) -> list[Verdict]:
+    """Close the RUNNING runs of ``experiment_ids`` whose process is gone (see ``judge``);
+    returns what was (or, with ``dry_run``, would be) done."""
+    from zorb.runner.tracking import retrying
+
+    host, now = socket.gethostname(), time.time()
+    verdicts = []
+    for run in running_runs(client, experiment_ids):
+        verdict = judge(run, host=host, now=now, timeout=timeout)
+        if verdict is None or (this_host_only and verdict.status != "KILLED"):
+            continue
+        verdicts.append(verdict)
+        if not dry_run:
+            retrying(client.set_tag, verdict.run_id, REAPED, verdict.reason)
+            retrying(client.set_terminated, verdict.run_id, verdict.status)
+            log.info("reaped MLflow run %s (%s): %s, %s", verdict.run_id, verdict.run_name, verdict.status,
+                     verdict.reason)
+    return verdicts
+
+
+def watch_parent(launcher_pid: int, launcher_started: float | None) -> None:
+    """In a sweep's worker process: when the launching process is gone, send this process
+    SIGTERM, so the job's run ends KILLED and the worker exits instead of running on."""
+    global _watched
+    if launcher_pid == os.getpid() or _watched == launcher_pid:
+        return
+    _watched = launcher_pid
+
+    def poll() -> None:
+        while process_alive(launcher_pid, launcher_started):
+            time.sleep(PARENT_POLL_SECONDS)
+        log.error("the sweep's launching process %d is gone: stopping this job", launcher_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=poll, name="zorb-parent-watch", daemon=True).start()
