@@ -12,6 +12,8 @@ prints without a traceback before exiting non-zero. In a multirun the other jobs
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from collections.abc import Mapping
 
@@ -21,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from zorb.errors import ZorbError
 from zorb.kernels import threads
 from zorb.runner import callbacks as hydra_callbacks
-from zorb.runner import records
+from zorb.runner import lifecycle, records
 from zorb.runner.experiment import run_experiment
 from zorb.runner.records import FAILED, FINISHED, hydra_config
 from zorb.runner.settings import apply_limits, get, plain_config
@@ -67,6 +69,9 @@ def cli(cfg: DictConfig) -> None:
             raise
         sys.stderr.write(f"{error}\n")
         sys.exit(1)
+    except lifecycle.Stopped as stopped:  # the run is KILLED already; exit as the signal would
+        sys.stderr.write(f"{stopped}\n")
+        sys.exit(stopped.exit_status)
 
 
 def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = None) -> dict[str, float]:
@@ -74,6 +79,11 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
 
     Raises ``zorb.ZorbError`` for a bad setting, missing data or a failed fit.
     """
+    with lifecycle.catching_signals():
+        return _run(cfg, job)
+
+
+def _run(cfg: DictConfig | Mapping, job: hydra_callbacks.SweepJob | None) -> dict[str, float]:
     config = plain_config(cfg)
     thread_tags = pin_threads(config, job)
     recorder = records.open_run(config, job, thread_tags) if get(config, "tracking", "enabled") else None
@@ -95,6 +105,12 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
     return metrics
 
 
+def slurm_cpus() -> int | None:
+    """The cores SLURM granted this task (``cpus_per_task``), or None outside SLURM."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def pin_threads(config: Mapping, job) -> dict[str, str]:
     """Limit this job to its share of the cores before JAX starts (zorb/threads.py);
     returns tags describing the limit."""
@@ -107,10 +123,17 @@ def pin_threads(config: Mapping, job) -> dict[str, str]:
         expected = state and state.get("expected_jobs")
         if expected:
             workers = min(workers, int(expected))
+    slot_dir = job.state.folder / ".cpu_slots" if workers is not None else None
+    granted = slurm_cpus()
+    if workers is None and granted is not None and granted < len(threads.available_cores()):
+        # a SLURM task whose cores SLURM did not bind (TaskPlugin=task/none): share the node's
+        # cores out among the tasks on it, cpus_per_task each, as a joblib sweep does
+        workers = len(threads.available_cores()) // granted
+        if job is not None:
+            slot_dir = job.state.folder / ".cpu_slots" / socket.gethostname()
     count = threads.threads_per_job(config.get("threads", "auto"), workers=workers)
     if count is None:
         return {"zorb.kernels.threads": "all", "zorb.cores": str(len(threads.available_cores()))}
-    slot_dir = job.state.folder / ".cpu_slots" if workers is not None else None
     cores = threads.pin(count, slot_dir=slot_dir, slots=workers or 1)
     log.info("pinned to %d thread(s) on core(s) %s", count, ",".join(map(str, cores)))
     return {"zorb.kernels.threads": str(count), "zorb.cores": ",".join(map(str, cores))}
