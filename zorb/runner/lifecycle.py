@@ -10,7 +10,8 @@ KILLED with the signal named.
   start over, and the run ends KILLED with the reason.
 
 SLURM ends a job with SIGTERM, then SIGKILL ``KillWait`` seconds later (30 by default):
-``Stopped`` unwinds the job in that time. A signal arriving while a native call (one BLAS
+``Stopped`` unwinds the job in that time. The first signal is the one recorded; later ones
+(SLURM sends SIGTERM to the step's processes and srun forwards its own) are ignored. A signal arriving while a native call (one BLAS
 product) runs is handled when it returns.
 """
 
@@ -72,6 +73,10 @@ def stop_reason(error: BaseException) -> str | None:
 
 
 def _raise_stopped(signum, frame) -> None:
+    # SLURM signals every process of the step and srun forwards the signal too: the second
+    # copy must not interrupt the recording of the first, so the rest are ignored from here
+    for other in _signals():
+        signal.signal(other, signal.SIG_IGN)
     raise Stopped(signum)
 
 
