@@ -291,7 +291,8 @@ def _rows_of(layers, start: int, stop: int):
 def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = None,
         u_rcond: float | None = None, b_rcond: float | None = None, ridge: float | str = 0.0,
         per_layer: Mapping[int, Mapping] | None = None, seed: int = 0, chunk_rows: int | None = None,
-        devices=None, callback: Callable[[LayerReport], None] | None = None) -> tuple[Network, FitReport]:
+        devices=None, processes: bool = False,
+        callback: Callable[[LayerReport], None] | None = None) -> tuple[Network, FitReport]:
     """Train ``network`` on ``X`` (N x input_shape) and ``Y`` (N x output_shape) in one pass.
 
     ``rcond`` (None: ``zorb.default_rcond(network.dtype)``, 1e-15 in float64) sets ``u_rcond``
@@ -313,6 +314,13 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = No
     the global extremes and the solve reduce across them (QR triangles stacked and factored
     again, or normal equations summed), and the weights equal the one-device fit's.
 
+    ``processes=True`` fits one data set held by several processes (``jax.distributed``
+    initialised, CPU collectives e.g. gloo): ``X`` and ``Y`` are this process's share of the
+    rows, the shares in the order of ``jax.process_index()``; every process calls ``fit``
+    with the same network and settings, and the extremes and the solves also reduce across
+    the processes, so each gets the weights one process would get from all rows. With
+    ``chunk_rows`` each process streams its share; with ``devices``, over its own devices.
+
     Returns the trained network and a ``FitReport``. Raises ``FitError`` naming the layer and
     its condition number when a target or solved weight is not finite.
     """
@@ -329,12 +337,13 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = No
                 raise ConfigError(f"layer {index}: solver {opts.solver!r} needs the whole design matrix in "
                                   f"memory; use solver=qr (the same answer) or gram with chunk_rows")
     devices = _devices(devices)
-    if len(devices) > 1:
+    if len(devices) > 1 or processes:
         for index, opts in options.items():
             if not SOLVERS[opts.solver].streams:
-                raise ConfigError(f"layer {index}: solver {opts.solver!r} cannot split rows over devices; "
-                                  f"use solver=qr (the same answer) or gram")
-    if len(devices) == 1 and (chunk_rows is None or chunk_rows >= n):
+                raise ConfigError(f"layer {index}: solver {opts.solver!r} cannot split rows over devices or "
+                                  f"processes; use solver=qr (the same answer) or gram")
+    share = _Share.of(n) if processes else _Share(0, n)
+    if len(devices) == 1 and not processes and (chunk_rows is None or chunk_rows >= n):
         # checked and converted before the clock starts (it compiles once per data shape)
         x = as_data("X", X, network.dtype, network.input_shape)
         y = as_data("Y", Y, network.dtype, network.output_shape)
@@ -344,11 +353,11 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = No
         started = time.perf_counter()
         bounds = np.linspace(0, n, len(devices) + 1).round().astype(int)
         spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, True, callback)
+        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, True, callback, share)
     else:
         started = time.perf_counter()
         spans = [(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
-        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, False, callback)
+        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, False, callback, share)
     wall = time.perf_counter() - started
     compile_total = sum(r.compile_seconds for r in reports)
     return network.replace_layers(layers), FitReport(layers=reports, fit_seconds=wall - compile_total,
@@ -431,9 +440,10 @@ def _fit_in_memory(network, a, y, options, seed, callback):
 
 
 def _devices(devices) -> list:
+    # this process's devices (all of them in a fit of one process)
     if devices is None:
-        return [jax.devices()[0]]
-    available = jax.devices()
+        return [jax.local_devices()[0]]
+    available = jax.local_devices()
     if devices == "all":
         return available
     if isinstance(devices, int) and not isinstance(devices, bool):
@@ -446,12 +456,63 @@ def _devices(devices) -> list:
     return devices
 
 
-def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, callback):
+@dataclasses.dataclass(frozen=True)
+class _Share:
+    """This process's rows of the fit: ``offset``, the index of its first row among all
+    processes' rows, and ``total``, their number. ``across`` is False in a fit of one process."""
+
+    offset: int
+    total: int
+    across: bool = False
+
+    @classmethod
+    def of(cls, rows: int) -> "_Share":
+        """Each process's count of rows, gathered from every process."""
+        counts = np.asarray(_gather(np.asarray([rows]))).reshape(-1)
+        if counts.min() < 1:
+            raise ConfigError(f"every process needs rows of its own, but the processes hold {counts.tolist()}")
+        index = jax.process_index()
+        return cls(int(counts[:index].sum()), int(counts.sum()), True)
+
+    def extremes(self, lo: float, hi: float) -> tuple[float, float]:
+        """The least ``lo`` and greatest ``hi`` over all processes."""
+        if not self.across:
+            return lo, hi
+        both = np.asarray(_gather(np.asarray([lo, hi])))
+        return float(both[:, 0].min()), float(both[:, 1].max())
+
+    def all(self, flag: bool) -> bool:
+        """Whether ``flag`` holds in every process (so that all raise, or none, before a collective)."""
+        return bool(np.asarray(_gather(np.asarray([flag]))).all()) if self.across else bool(flag)
+
+    def combine(self, accumulated, solver: str, home):
+        """The accumulations of all processes reduced to one, as the devices' are (``_reduce``);
+        QR triangles padded with zero rows to one shape (a share with fewer rows than columns
+        has a shorter one)."""
+        if not self.across:
+            return accumulated
+        if solver == "qr":
+            cols = accumulated.shape[1]
+            accumulated = jnp.pad(accumulated, ((0, cols - accumulated.shape[0]), (0, 0)))
+        gathered = jax.device_put(_gather(accumulated), home)
+        parts = [jax.tree_util.tree_map(lambda a, p=p: a[p], gathered) for p in range(jax.process_count())]
+        return _reduce(parts, solver=solver)
+
+
+def _gather(tree):
+    """``tree`` of every process, stacked along a new first axis (a collective: every process calls it)."""
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree)
+
+
+def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, callback, share):
     """The fit over blocks of rows: chunks streamed through memory (``keep_inputs=False``:
     each layer's input recomputed from X) and/or spread over devices (block ``c`` on device
-    ``c mod D``; ``keep_inputs=True`` holds each device's block and its activations)."""
+    ``c mod D``; ``keep_inputs=True`` holds each device's block and its activations); the
+    extremes and solves reduced across processes too when ``share.across``."""
     dtype = network.dtype
-    n = len(X)
+    n = share.total
     home = devices[0]
     blocks = [(start, stop, devices[c % len(devices)]) for c, (start, stop) in enumerate(spans)]
     waves = [blocks[w:w + len(devices)] for w in range(0, len(blocks), len(devices))]
@@ -506,7 +567,7 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
         def chain(top: int, wave, data):
             """Targets at the input of layer ``top`` for a wave of blocks, ranges fixed."""
             rest = [jax.device_put((_rows_of(layers[top:], b[0], b[1]), tuple(auxes[top:])), b[2]) for b in wave]
-            return clock.run_each("target", _targets, [(r[0], r[1], d[1], layer_key, b[0])
+            return clock.run_each("target", _targets, [(r[0], r[1], d[1], layer_key, share.offset + b[0])
                                                        for r, b, d in zip(rest, wave, data)],
                                   offset=top, fixed_ranges=True)
 
@@ -520,6 +581,7 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
                 for t, _, _ in chain(j + 1, wave, data):
                     lo_t, hi_t = _extrema(t)
                     lo, hi = min(lo, float(lo_t)), max(hi, float(hi_t))
+            lo, hi = share.extremes(lo, hi)
             layers[j] = layers[j].with_range(jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
         accumulated, t_finite = {}, True
         solving = everywhere(layer)
@@ -532,6 +594,8 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
             accumulated.update({b[2]: acc for b, acc in zip(wave, sums)})
         parts = jax.device_put(list(accumulated.values()), home)
         total = parts[0] if len(parts) == 1 else clock.run("solve", _reduce, parts, solver=opts.solver)
+        t_finite = share.all(t_finite)
+        total = share.combine(total, opts.solver, home)
         design_rows = _design_rows(layer, n)
         scalar = partial(jnp.asarray, dtype=dtype)
         w, spectrum, choice, w_finite = clock.run("solve", _finish, total, scalar(opts.u_rcond),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping
 
@@ -101,6 +102,11 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
 
     Raises ``zorb.ZorbError`` for a bad setting, missing data or a failed fit.
     """
+    with lifecycle.catch_signals():
+        return _run(cfg, job)
+
+
+def _run(cfg: DictConfig | Mapping, job: hydra_callbacks.SweepJob | None) -> dict[str, float]:
     config = plain_config(cfg)
     tracked, uri, _ = tracking_settings(config)
     if tracked:
@@ -129,6 +135,12 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
     return metrics
 
 
+def slurm_cpus() -> int | None:
+    """The cores SLURM granted this task (``cpus_per_task``), or None outside SLURM."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def pin_threads(config: Mapping, job) -> dict[str, str]:
     """Limit this job to its share of the cores before JAX starts (zorb/threads.py);
     returns tags describing the limit."""
@@ -141,10 +153,17 @@ def pin_threads(config: Mapping, job) -> dict[str, str]:
         expected = state and state.get("expected_jobs")
         if expected:
             workers = min(workers, int(expected))
+    slot_dir = job.state.folder / ".cpu_slots" if workers is not None else None
+    granted = slurm_cpus()
+    if workers is None and granted is not None and granted < len(threads.available_cores()):
+        # a SLURM task whose cores SLURM did not bind (TaskPlugin=task/none): share the node's
+        # cores out among the tasks on it, cpus_per_task each, as a joblib sweep does
+        workers = len(threads.available_cores()) // granted
+        if job is not None:
+            slot_dir = job.state.folder / ".cpu_slots" / socket.gethostname()
     count = threads.threads_per_job(config.get("threads", "auto"), workers=workers)
     if count is None:
         return {"zorb.kernels.threads": "all", "zorb.cores": str(len(threads.available_cores()))}
-    slot_dir = job.state.folder / ".cpu_slots" if workers is not None else None
     cores = threads.pin(count, slot_dir=slot_dir, slots=workers or 1)
     log.info("pinned to %d thread(s) on core(s) %s", count, ",".join(map(str, cores)))
     return {"zorb.kernels.threads": str(count), "zorb.cores": ",".join(map(str, cores))}

@@ -1,8 +1,15 @@
 """How a run's process ends, and how runs whose process died are closed.
 
-- ``catch_signals()``: SIGTERM (``timeout``, ``docker stop``, SLURM's time limit) and SIGHUP
-  (a closed terminal) raise ``Stopped`` in the main thread, so the run's ``finally`` marks
-  it KILLED like Ctrl-C does; ``exit_status`` is the shell's 128 + signal number.
+- ``catch_signals()``: SIGTERM (``timeout``, ``docker stop``, SLURM's time limit, ``scancel``,
+  preemption) and SIGHUP (a closed terminal) raise ``Stopped`` in the main thread, so the
+  run's ``finally`` marks it KILLED like Ctrl-C does; ``exit_status`` is the shell's 128 +
+  signal number. In a SLURM job started by submitit, also submitit's warning signal (SIGUSR2,
+  ``hydra.launcher.signal_delay_s`` before the time limit, or on preemption): a zorb fit
+  cannot resume from a checkpoint, so the job stops there instead of being requeued to start
+  over. SLURM ends a job with SIGTERM, then SIGKILL ``KillWait`` seconds later: ``Stopped``
+  unwinds the job in that time. The first signal is the one recorded; later ones (SLURM
+  signals every process of the step and srun forwards its own) are ignored. A signal that
+  arrives during a native call (one BLAS product) is handled when it returns.
 - ``process_tags()``: host, process id and the process's start time, so that a run left
   RUNNING by kill -9 or the OOM killer can be told from a live one; ``Heartbeat`` refreshes
   ``zorb.heartbeat`` (seconds since the epoch) so that runs of other hosts can be judged too.
@@ -46,11 +53,31 @@ class Stopped(BaseException):
     def __init__(self, signum: int, reason: str | None = None):
         self.signum = signum
         self.name = signal.Signals(signum).name
-        super().__init__(reason or f"stopped by {self.name}")
+        super().__init__(reason or describe(signum))
 
     @property
     def exit_status(self) -> int:
         return 128 + self.signum
+
+
+def slurm_job() -> str | None:
+    """``<job id>`` (``<array job id>_<task>`` for an array task) when running as a SLURM job."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def describe(signum: int) -> str:
+    """The reason recorded for a run stopped by ``signum``."""
+    name = signal.Signals(signum).name
+    job = slurm_job()
+    if job is None:
+        return f"stopped by {name}"
+    if signum == signal.SIGUSR2:
+        return (f"stopped by {name}: SLURM job {job} reaches its time limit or is preempted "
+                f"(submitit's warning signal)")
+    return f"stopped by {name}: SLURM job {job} was cancelled, reached its time limit or was preempted"
 
 
 def stop_reason(error: BaseException) -> str | None:
@@ -64,7 +91,17 @@ def stop_reason(error: BaseException) -> str | None:
 
 
 def _raise_stopped(signum, frame) -> None:
+    # the second copy of a signal must not interrupt the recording of the first
+    for other in _signals():
+        signal.signal(other, signal.SIG_IGN)
     raise Stopped(signum)
+
+
+def _signals() -> tuple[int, ...]:
+    stopping = (signal.SIGTERM, signal.SIGHUP)
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        stopping += (signal.SIGUSR2,)
+    return stopping
 
 
 @contextlib.contextmanager
@@ -76,7 +113,7 @@ def catch_signals() -> Iterator[None]:
         yield
         return
     # a signal the process was started ignoring (SIGHUP under nohup) stays ignored
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {signum: signal.getsignal(signum) for signum in _signals()}
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, _raise_stopped)

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 import zorb
 from zorb.errors import ZorbError
 from zorb.runner import callbacks as hydra_callbacks
-from zorb.runner import tracking
+from zorb.runner import lifecycle, tracking
 from zorb.runner.settings import get
 
 log = logging.getLogger("zorb.runner.records")
@@ -65,6 +65,8 @@ def run_tags(config: Mapping, job) -> dict[str, str]:
     if hydra_cfg is not None:
         tags["hydra.output_dir"] = str(hydra_cfg.runtime.output_dir)
     tags.update(experiment_tag())
+    if lifecycle.slurm_job() is not None:
+        tags["slurm.job_id"] = lifecycle.slurm_job()  # sacct -j <id> tells how SLURM ended it
     if job is not None:
         tags["zorb.sweep_dir"] = str(job.state.folder)
         tags["zorb.job_num"] = str(job.num)
@@ -104,15 +106,18 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
 
 
 def close_failed(recorder: tracking.RunRecorder, error: BaseException) -> None:
-    """End the run KILLED (stopped by a signal, tagged ``zorb.stopped_by``) or FAILED (an error,
-    tagged ``error``)."""
-    from zorb.runner import lifecycle
-
-    stopped_by = lifecycle.stop_reason(error)
-    status = KILLED if stopped_by else FAILED
+    """End the run FAILED with ``error``'s sentence, or KILLED (with the signal named) when it
+    was stopped from outside (``zorb.runner.lifecycle``)."""
+    signal_name = lifecycle.stop_reason(error)
+    status = FAILED if signal_name is None else KILLED
     try:
-        message = str(error) if isinstance(error, ZorbError) else f"{type(error).__name__}: {error}"
-        recorder.set_tags({lifecycle.STOPPED_BY: stopped_by} if stopped_by else {"error": message})
+        if isinstance(error, (ZorbError, lifecycle.Stopped)):
+            message = str(error)
+        elif isinstance(error, KeyboardInterrupt):
+            message = "stopped by SIGINT (Ctrl-C)"
+        else:
+            message = f"{type(error).__name__}: {error}"
+        recorder.set_tags({"error": message, **({lifecycle.STOPPED_BY: signal_name} if signal_name else {})})
         log_job_files(recorder)
     finally:
         recorder.terminate(status)
