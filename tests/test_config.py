@@ -75,7 +75,7 @@ def test_default_config_is_the_offline_example():
     cfg = compose()
     assert cfg.dataset.name == "mnist_5k"
     assert cfg.network.name == "conv_dense"
-    assert cfg.solver.name == "svd"
+    assert cfg.solver.name == "qr"
     assert cfg.method.name == "zorb"
     assert cfg.tracking.enabled and cfg.tracking.uri is None and cfg.tracking.experiment == "zorb"
 
@@ -184,7 +184,7 @@ def test_flatten_config_to_params():
     assert flat == {"a.b": "1", "a.c.0.type": "dense", "a.c.0.units": "3", "a.c.1.type": "sigmoid",
                     "d": "null", "e": "true", "f": "{}", "g": "1e-15"}
     params = tracking.flatten(OmegaConf.to_container(compose(), resolve=True))
-    assert params["network.layers.0.type"] == "conv2d" and params["solver.name"] == "svd"
+    assert params["network.layers.0.type"] == "conv2d" and params["solver.name"] == "qr"
     assert all(len(k) <= 250 and len(v) <= tracking.MAX_PARAM_LENGTH for k, v in params.items())
 
 

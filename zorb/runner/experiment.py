@@ -18,8 +18,8 @@ import zorb
 from zorb import baselines
 from zorb.core.fit import as_data
 from zorb.errors import ConfigError
-from zorb.runner.settings import (SolverSettings, get, init_paths, layer_specs, method_settings, read_limits,
-                                  solver_settings, validation_fraction)
+from zorb.runner.settings import (SolverSettings, cache_settings, get, init_paths, layer_specs, method_settings,
+                                  read_limits, solver_settings, validation_fraction)
 
 log = logging.getLogger("zorb.runner.experiment")
 
@@ -75,7 +75,9 @@ def load_dataset(config: Mapping):
     if unknown:
         raise ConfigError(f"dataset has no option {unknown[0]!r} (options: {', '.join(known)})")
     seed = get(config, "seed")
-    dataset = load_dataset(name, data_dir=get(config, "data_dir"), seed=seed, **options)
+    cache = cache_settings(config)
+    dataset = load_dataset(name, data_dir=get(config, "data_dir"), seed=seed,
+                           cache_dir=cache.folder / "data" if cache.data else None, **options)
     limits = read_limits(config)
     dataset = keep_rows(dataset, "train", limits["train_samples"], np.random.default_rng([seed, _TRAIN_LIMIT_STREAM]))
     return keep_rows(dataset, "test", limits["test_samples"], np.random.default_rng([seed, _TEST_LIMIT_STREAM]))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +26,7 @@ from zorb.runner import callbacks as hydra_callbacks
 from zorb.runner import records
 from zorb.runner.experiment import run_experiment
 from zorb.runner.records import FAILED, FINISHED, hydra_config
-from zorb.runner.settings import apply_limits, get, plain_config
+from zorb.runner.settings import CacheSettings, apply_limits, cache_settings, get, plain_config
 
 log = logging.getLogger("zorb.runner.job")
 
@@ -74,14 +76,19 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
 
     Raises ``zorb.ZorbError`` for a bad setting, missing data or a failed fit.
     """
+    started = time.time()
     config = plain_config(cfg)
     thread_tags = pin_threads(config, job)
+    use_compile_cache(cache_settings(config))
     recorder = records.open_run(config, job, thread_tags) if get(config, "tracking", "enabled") else None
     try:
         config = apply_limits(config)
         if recorder is not None:
             recorder.log_params(records.tracking.flatten(config))
-        outcome = run_experiment(config, records.RunRecords(recorder) if recorder is not None else None)
+            # startup: the interpreter, imports and Hydra's composition (in a sweep run in one
+            # process, also the jobs before); store: opening the MLflow run and its params
+            timings = {"startup_seconds": started - process_start_time(), "store_seconds": time.time() - started}
+        outcome = run_experiment(config, records.RunRecords(recorder, timings) if recorder is not None else None)
     except BaseException as error:
         if recorder is not None:
             records.close_failed(recorder, error)
@@ -93,6 +100,28 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
     for layer in outcome.report.layers:
         metrics.update(records.layer_metrics(layer))
     return metrics
+
+
+def process_start_time() -> float:
+    """When this process started (seconds since the epoch)."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def use_compile_cache(cache: CacheSettings) -> None:
+    """JAX's persistent compilation cache in ``<cache.folder>/jax`` (every program, however
+    quick to compile: a small run's compiles are most of its time), or none."""
+    import jax
+
+    if not cache.compile:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
+    folder = Path(cache.folder) / "jax"
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pin_threads(config: Mapping, job) -> dict[str, str]:

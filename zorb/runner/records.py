@@ -211,9 +211,10 @@ def log_job_files(recorder: tracking.RunRecorder) -> None:
 class RunRecords:
     """The experiment's observer: records what happens into one open MLflow run."""
 
-    def __init__(self, recorder: tracking.RunRecorder):
+    def __init__(self, recorder: tracking.RunRecorder, timings: Mapping[str, float] | None = None):
         self.recorder = recorder
         self.progress: _Progress | None = None
+        self.timings = dict(timings or {})  # the job's own phases (zorb.runner.job), logged with the metrics
 
     def network_built(self, network: zorb.Network) -> None:
         from zorb.runner.experiment import weights_digest
@@ -226,8 +227,10 @@ class RunRecords:
             self.progress(report)
 
     def finished(self, outcome) -> None:
+        started = time.perf_counter()
         if self.progress is not None:
             self.progress.flush()
-        self.recorder.log_metrics(outcome.metrics)
+        self.recorder.log_metrics({**outcome.metrics, **self.timings})
         log_curve(self.recorder, outcome.report)
         log_artifacts(self.recorder, outcome.config, outcome.trained, outcome.report)
+        self.recorder.log_metrics({"logging_seconds": time.perf_counter() - started})

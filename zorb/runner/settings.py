@@ -173,6 +173,30 @@ def apply_limits(config: Mapping) -> dict[str, Any]:
     return config
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    folder: Path   # absolute
+    data: bool     # parsed datasets as .npy under folder/data (zorb.data.cache)
+    compile: bool  # JAX's persistent compilation cache under folder/jax
+
+
+def cache_settings(config: Mapping) -> CacheSettings:
+    """The ``cache`` group: ``dir`` (null: ``.cache`` in the project root; a relative path is
+    taken from the directory you run in), ``data`` and ``compile`` (booleans)."""
+    from zorb.runner.tracking import project_root
+
+    cache = config.get("cache") or {}
+    unknown = sorted(set(cache) - {"dir", "data", "compile"})
+    if unknown:
+        raise ConfigError(f"cache has no key {unknown[0]!r} (keys: dir, data, compile)")
+    for key in ("data", "compile"):
+        if not isinstance(cache.get(key, True), bool):
+            raise ConfigError(f"cache.{key} must be true or false, got {cache[key]!r}")
+    folder = cache.get("dir")
+    folder = Path(str(folder)).expanduser().absolute() if folder else project_root() / ".cache"
+    return CacheSettings(folder=folder, data=cache.get("data", True), compile=cache.get("compile", True))
+
+
 def validation_fraction(config: Mapping) -> float:
     fraction = config.get("validation_fraction") or 0.0
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
