@@ -124,7 +124,7 @@ def method_settings(config: Mapping) -> tuple[str, Callable, dict[str, Any]]:
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     function = METHODS[name]
     accepted = [p for p in inspect.signature(function).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "callback")]
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "callback", "progress")]
     names = [p.name for p in accepted]
     unknown = sorted(set(options) - set(names))
     if unknown:
