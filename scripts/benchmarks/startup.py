@@ -82,7 +82,8 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="shrink every run with profile=smoke; no sweep")
     size.add_argument("--full", action="store_true", help="also time python run.py -m experiment=paper_a")
-    parser.add_argument("--workdir", type=Path, help="keep the store, cache and outputs here (default: a temporary folder)")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the store, cache and outputs here (default: a temporary folder)")
     args = parser.parse_args()
     extra = ["profile=smoke"] if args.quick else []
     with tempfile.TemporaryDirectory(prefix="zorb-startup-") as temporary:
@@ -112,7 +113,8 @@ def main() -> None:
             fits = sum(m.get("fit_seconds", 0) + m.get("compile_seconds", 0) + m.get("val_fit_seconds", 0)
                        for m in jobs)
             mean = {key: sum(m.get(key, 0.0) for m in jobs) / max(len(jobs), 1) for key in PHASES.values()}
-            print(f"  per job: wall {wall / max(len(jobs), 1):.3f} s, fits and compiles {fits / max(len(jobs), 1):.3f} s; "
+            count = max(len(jobs), 1)
+            print(f"  per job: wall {wall / count:.3f} s, fits and compiles {fits / count:.3f} s; "
                   + ", ".join(f"{phase} {mean[key]:.3f}" for phase, key in PHASES.items() if phase != "imports"))
             print(verdict("paper_a sweep: wall", wall, SWEEP_SECONDS))
 

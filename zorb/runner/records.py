@@ -82,9 +82,10 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
     parent_run_id = None
     if job is not None:
         # normally opened by MLflowSweepCallback.on_multirun_start; the first job opens it otherwise
-        state = job.state.open_parent(tracking_uri=uri, experiment=experiment,
-                                      expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
-                                      tags={**tracking.git_info(), **experiment_tag()}, fresh=False)
+        # the parent's state is read first: counting the sweep's jobs re-reads its saved config
+        state = job.state.read() or job.state.open_parent(
+            tracking_uri=uri, experiment=experiment, expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
+            tags={**tracking.git_info(), **experiment_tag()}, fresh=False)
         uri, parent_run_id = state["tracking_uri"], state["parent_run_id"]
         experiment_id = state["experiment_id"]
         client = tracking.client(uri)
@@ -228,9 +229,11 @@ class RunRecords:
 
     def finished(self, outcome) -> None:
         started = time.perf_counter()
+        pending = self.progress.pending if self.progress is not None else {}
+        # one store write for the layers' figures still pending and the final metrics
+        self.recorder.log_metrics({**pending, **outcome.metrics, **self.timings})
         if self.progress is not None:
-            self.progress.flush()
-        self.recorder.log_metrics({**outcome.metrics, **self.timings})
+            self.progress.pending = {}
         log_curve(self.recorder, outcome.report)
         log_artifacts(self.recorder, outcome.config, outcome.trained, outcome.report)
         self.recorder.log_metrics({"logging_seconds": time.perf_counter() - started})
