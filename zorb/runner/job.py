@@ -79,9 +79,9 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
     started = time.time()
     config = plain_config(cfg)
     thread_tags = pin_threads(config, job)
-    use_compile_cache(cache_settings(config))
     recorder = records.open_run(config, job, thread_tags) if get(config, "tracking", "enabled") else None
     try:
+        use_compile_cache(cache_settings(config))  # before anything compiles
         config = apply_limits(config)
         if recorder is not None:
             recorder.log_params(records.tracking.flatten(config))
