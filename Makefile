@@ -3,14 +3,25 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
+# The editable install, redone only when what it builds from changes: the stamp is newer
+# than pyproject.toml, setup.py and the C++ sources. The build's own chatter (setuptools,
+# the compiler) goes to $(VENV)/install.log, shown only if the install fails.
+STAMP := $(VENV)/.installed
+INSTALL_LOG := $(VENV)/install.log
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard zorb/kernels/*.cc zorb/kernels/*.h)
+
 .PHONY: install run test test-fast lint clean ui sweep experiment tables bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip > $(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
 
-install: $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+install: $(STAMP)
+
+$(STAMP): $(BUILD_INPUTS) | $(PY)
+	@echo "installing zorb into $(VENV) (build log: $(INSTALL_LOG))"
+	@$(PY) -m pip install --quiet -e '.[test]' > $(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
+	@touch $@
 
 run: install
 	$(PY) run.py

@@ -76,7 +76,7 @@ def test_default_config_is_the_offline_example():
     cfg = compose()
     assert cfg.dataset.name == "mnist_5k"
     assert cfg.network.name == "conv_dense"
-    assert cfg.solver.name == "svd"
+    assert cfg.solver.name == "qr"
     assert cfg.method.name == "zorb"
     assert cfg.tracking.enabled and cfg.tracking.uri is None and cfg.tracking.experiment == "zorb"
 
@@ -187,6 +187,7 @@ def test_flatten_config_to_params():
     params = tracking.flatten(OmegaConf.to_container(compose(), resolve=True))
     # layer 1 of conv_dense is its convolution, as in the metrics (layer1.rank) and the log lines
     assert params["network.layers.1.type"] == "conv2d" and params["network.layers.4.units"] == "outputs"
+    assert params["solver.name"] == "qr"
     assert all(len(k) <= 250 and len(v) <= tracking.MAX_PARAM_LENGTH for k, v in params.items())
 
 

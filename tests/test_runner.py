@@ -199,6 +199,8 @@ BAD_CONFIGS = [
      "use solver=qr"),
     (["dataset=iris", "solver=qr", "solver.chunk_rows=50", "+solver.per_layer.3.solver=svd"],
      "solver.per_layer.3.solver=svd needs the whole design matrix in memory"),
+    (["dataset=iris", "cache.compile=maybe"], "cache.compile must be true or false, got 'maybe'"),
+    (["dataset=iris", "+cache.folder=x"], "cache has no key 'folder' (keys: dir, data, compile)"),
 ]
 
 

@@ -24,7 +24,7 @@ from importlib import import_module
 from zorb.errors import ConfigError, DataError, FitError, ZorbError
 
 _PUBLIC = {
-    "FitReport": "zorb.core.fit", "LayerReport": "zorb.core.fit", "fit": "zorb.core.fit",
+    "FitReport": "zorb.core.fit", "LayerReport": "zorb.core.fit", "LayerStart": "zorb.core.fit", "fit": "zorb.core.fit",
     "load": "zorb.core.io", "save": "zorb.core.io",
     "evaluate": "zorb.core.metrics", "predict": "zorb.core.metrics", "scores": "zorb.core.metrics",
     "Network": "zorb.core.network", "build_network": "zorb.core.network",

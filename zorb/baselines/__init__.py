@@ -62,8 +62,19 @@ def load_initial_weights(network: Network, path: str | os.PathLike) -> Network:
     return network.with_weights(saved.weights)
 
 
-from zorb.baselines.adam import LOSSES, AdamReport, batch_indices, speedup, train_adam  # noqa: E402
 from zorb.baselines.mlelm import MLELMReport, fit_mlelm  # noqa: E402
+
+# Adam needs optax (a second of imports): loaded on first use, so ZORB's runs never pay for it.
+_ADAM_NAMES = ("LOSSES", "AdamReport", "batch_indices", "speedup", "train_adam")
+
+
+def __getattr__(name: str):
+    if name in _ADAM_NAMES:
+        from zorb.baselines import adam
+
+        return getattr(adam, name)
+    raise AttributeError(f"module 'zorb.baselines' has no attribute {name!r}")
+
 
 __all__ = [
     "check_untrained", "save_initial_weights", "load_initial_weights", "LOSSES", "AdamReport", "batch_indices",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -154,13 +155,15 @@ def _check_loss(network: Network, loss: str) -> None:
 
 def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batch_size: int = 32,
                loss: str = "sse", seed: int = 0, eval_every: int | None = None,
-               eval_rows: int | None = None) -> tuple[Network, AdamReport]:
+               eval_rows: int | None = None,
+               progress: Callable[[int], None] | None = None) -> tuple[Network, AdamReport]:
     """Train ``network`` on ``X`` (N x input_shape), ``Y`` (N x output_shape) with Adam.
 
     ``steps`` steps of batch ``batch_size`` (rows drawn with replacement), default betas,
     loss ``sse`` or ``cross_entropy`` (see ``LOSSES``). Every ``eval_every`` steps (default
     ``max(1, steps // 50)``) and after the last, the train error is measured on the training
-    set, or on a fixed random subset of ``eval_rows`` rows drawn from the seed.
+    set, or on a fixed random subset of ``eval_rows`` rows drawn from the seed;
+    ``progress(steps)``, if given, hears of those steps as each such stretch is done.
 
     Returns the trained network (same layers, new weights, dtype kept) and an ``AdamReport``.
     Raises ``ConfigError`` for a bad option, a network ``zorb.fit`` has already trained, or
@@ -201,6 +204,8 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
         compile_seconds += c
         seconds += r
         curve.append((stop, seconds, train_error(weights)))
+        if progress is not None:
+            progress(stop - start)
 
     report = AdamReport(fit_seconds=seconds, compile_seconds=compile_seconds, curve=curve, steps=steps,
                         learning_rate=float(learning_rate), loss=loss, batch_size=batch_size, seed=seed,

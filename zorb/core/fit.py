@@ -84,6 +84,24 @@ class FitReport:
         return next(r for r in self.layers if r.index == index)
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerStart:
+    """What ``fit`` tells its ``progress`` hook just before it solves a parametric layer."""
+
+    index: int                     # 1-based position, as in LayerReport
+    kind: str
+    design_shape: tuple[int, int]  # rows x columns of [A, 1]
+    solver: str
+    blocks: int                    # blocks of rows the data is streamed in (1: in memory)
+    passes: int = 1                # passes the layer makes over those blocks
+
+
+Progress = Callable[[LayerStart], "Callable[[int], None] | None"]
+"""``fit``'s progress hook: called with a ``LayerStart``; may return ``advance(blocks)``,
+which the fit calls with the number of blocks done as each wave of them (one per device) is
+done, ``blocks * passes`` in all."""
+
+
 PER_LAYER_KEYS = ("solver", "rcond", "u_rcond", "b_rcond", "ridge")
 
 
@@ -291,8 +309,8 @@ def _rows_of(layers, start: int, stop: int):
 def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = None,
         u_rcond: float | None = None, b_rcond: float | None = None, ridge: float | str = 0.0,
         per_layer: Mapping[int, Mapping] | None = None, seed: int = 0, chunk_rows: int | None = None,
-        devices=None, processes: bool = False,
-        callback: Callable[[LayerReport], None] | None = None) -> tuple[Network, FitReport]:
+        devices=None, processes: bool = False, callback: Callable[[LayerReport], None] | None = None,
+        progress: Progress | None = None) -> tuple[Network, FitReport]:
     """Train ``network`` on ``X`` (N x input_shape) and ``Y`` (N x output_shape) in one pass.
 
     ``rcond`` (None: ``zorb.default_rcond(network.dtype)``, 1e-15 in float64) sets ``u_rcond``
@@ -301,7 +319,8 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = No
     used when targets pass backward through it). ``ridge="auto"`` chooses each layer's ridge
     by generalised cross-validation from the solve's own factorisation (``zorb.core.solvers``;
     the choice and its curve are in the layer's report). ``seed`` drives ReLU's random inverse.
-    ``callback`` receives each ``LayerReport`` as soon as that layer is solved.
+    ``callback`` receives each ``LayerReport`` as soon as that layer is solved; ``progress``
+    (see ``Progress``) hears of each layer before its solve, and of the blocks of a chunked fit.
 
     ``chunk_rows`` streams the rows through every step in chunks of that many (``X`` and
     ``Y`` may then be any arrays that slice, e.g. a ``numpy.memmap``), so memory no longer
@@ -348,16 +367,16 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = No
         x = as_data("X", X, network.dtype, network.input_shape)
         y = as_data("Y", Y, network.dtype, network.output_shape)
         started = time.perf_counter()
-        layers, reports = _fit_in_memory(network, x, y, options, seed, callback)
+        layers, reports = _fit_in_memory(network, x, y, options, seed, callback, progress)
     elif chunk_rows is None or chunk_rows >= n:  # one block of rows per device, kept in memory
         started = time.perf_counter()
         bounds = np.linspace(0, n, len(devices) + 1).round().astype(int)
         spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, True, callback, share)
+        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, True, callback, share, progress)
     else:
         started = time.perf_counter()
         spans = [(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
-        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, False, callback, share)
+        layers, reports = _fit_blocked(network, X, Y, options, seed, spans, devices, False, callback, share, progress)
     wall = time.perf_counter() - started
     compile_total = sum(r.compile_seconds for r in reports)
     return network.replace_layers(layers), FitReport(layers=reports, fit_seconds=wall - compile_total,
@@ -393,7 +412,7 @@ def _report(i, layer, rows, opts, spectrum, choice, t_finite, w_finite, clock) -
         ridge_score=None if choice is None else np.asarray(choice.score))
 
 
-def _fit_in_memory(network, a, y, options, seed, callback):
+def _fit_in_memory(network, a, y, options, seed, callback, progress):
     dtype = network.dtype
     layers = list(network.layers)
     auxes: list = [None] * len(layers)
@@ -413,6 +432,9 @@ def _fit_in_memory(network, a, y, options, seed, callback):
                 a = pending.run("forward", _forward, (layer,), a, samples_last=samples_last)
             continue
         opts, clock, pending = options[i + 1], pending, _Clock()
+        if progress is not None:
+            progress(LayerStart(i + 1, layer.kind, (_design_rows(layer, samples), int(layer.weights.shape[0])),
+                                opts.solver, 1))
         if any(above.needs_observation for above in layers[i + 1:]):
             layers[i + 1:] = clock.run("forward", _observe, tuple(layers[i:]), a, samples_last=samples_last)[1:]
         _prepare_inverses(layers, auxes, i, options, clock)
@@ -506,7 +528,7 @@ def _gather(tree):
     return multihost_utils.process_allgather(tree)
 
 
-def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, callback, share):
+def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, callback, share, progress):
     """The fit over blocks of rows: chunks streamed through memory (``keep_inputs=False``:
     each layer's input recomputed from X) and/or spread over devices (block ``c`` on device
     ``c mod D``; ``keep_inputs=True`` holds each device's block and its activations); the
@@ -539,6 +561,12 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
         opts, clock = options[i + 1], _Clock()
         above = i + 1
         layer_key = jax.random.fold_in(key, above)
+        # passes over the rows: an observation pass if a layer above needs one, one per
+        # Sigmoid/Tanh above (its range), and the solve's
+        count = (any(u.needs_observation for u in layers[above:]) +
+                 sum(isinstance(u, SquashingLayer) for u in layers[above:]) + 1)
+        advance = progress(LayerStart(above, layer.kind, (_design_rows(layer, n), int(layer.weights.shape[0])),
+                                      opts.solver, len(blocks), count)) if progress is not None else None
         if keep_inputs and applied < i:
             below = everywhere(tuple(layers[applied:i]))
             inputs = clock.run_each("forward", _forward, [(below[b[2]], h[0]) for b, h in zip(blocks, held)])
@@ -551,10 +579,12 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
             for w, wave in enumerate(waves):
                 if keep_inputs:
                     yield wave, held[w * len(devices):(w + 1) * len(devices)]
-                    continue
-                data = [load(*block) for block in wave]
-                inputs = clock.run_each("forward", _forward, [(below[b[2]], d[0]) for b, d in zip(wave, data)])
-                yield wave, [(a, d[1]) for a, d in zip(inputs, data)]
+                else:
+                    data = [load(*block) for block in wave]
+                    inputs = clock.run_each("forward", _forward, [(below[b[2]], d[0]) for b, d in zip(wave, data)])
+                    yield wave, [(a, d[1]) for a, d in zip(inputs, data)]
+                if advance is not None:
+                    advance(len(wave))
 
         if any(above_layer.needs_observation for above_layer in layers[above:]):
             tail = everywhere(tuple(layers[i:]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,16 +21,22 @@ def _forward_all(network: Network, x):
     return x
 
 
-def predict(network: Network, X, *, batch_size: int | None = None) -> np.ndarray:
-    """Network output for ``X`` (N x input_shape) -> (N x output_shape), in ``batch_size`` rows at a time."""
+def predict(network: Network, X, *, batch_size: int | None = None,
+            progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Network output for ``X`` (N x input_shape) -> (N x output_shape), in ``batch_size`` rows
+    at a time; ``progress(rows)`` hears of each batch done."""
     x = np.asarray(X)
     if tuple(x.shape[1:]) != tuple(network.input_shape):
         raise ConfigError(f"X must have shape (N, {', '.join(map(str, network.input_shape))}), got {x.shape}")
     dtype = network.dtype
     if batch_size is None or batch_size >= len(x):
         return np.asarray(_forward_all(network, jnp.asarray(x, dtype)))
-    return np.concatenate([np.asarray(_forward_all(network, jnp.asarray(x[i:i + batch_size], dtype)))
-                           for i in range(0, len(x), batch_size)])
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        outputs.append(np.asarray(_forward_all(network, jnp.asarray(x[start:start + batch_size], dtype))))
+        if progress is not None:
+            progress(len(outputs[-1]))
+    return np.concatenate(outputs)
 
 
 def infer_task(Y) -> str:
@@ -78,6 +86,7 @@ def scores(predictions, Y, task: str | None = None) -> dict[str, float]:
     return out
 
 
-def evaluate(network: Network, X, Y, *, task: str | None = None, batch_size: int | None = None) -> dict[str, float]:
+def evaluate(network: Network, X, Y, *, task: str | None = None, batch_size: int | None = None,
+             progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """``scores(predict(network, X), Y, task)``; ``task`` is inferred from ``Y`` when None."""
-    return scores(predict(network, X, batch_size=batch_size), Y, task)
+    return scores(predict(network, X, batch_size=batch_size, progress=progress), Y, task)

@@ -203,6 +203,19 @@ def check_image_files(name: str, data_dir: Path, fallback: bool = True) -> None:
         check_cifar_files(name, data_dir)
 
 
+def image_files(name: str, data_dir: Path, fallback: bool = True) -> list[Path]:
+    """The standard files ``name`` is read from, and the modules that read them;
+    MissingDataFiles if any is absent."""
+    check_image_files(name, data_dir, fallback)
+    if name in IDX_FOLDERS:
+        files = list(locate_idx_files(name, data_dir, fallback).values())
+    else:
+        layout = CIFAR_LAYOUTS[name]
+        files = [dataset_dir(name, data_dir) / file for file in layout.train_files + layout.test_files]
+    return files + [Path(__file__), Path(read_idx_images.__code__.co_filename),
+                    Path(load_cifar_batch.__code__.co_filename)]
+
+
 def read_cifar_dataset(name: str, data_dir: Path) -> RawData:
     """cifar10 or cifar100 from the python batches under data_dir."""
     layout = CIFAR_LAYOUTS[name]

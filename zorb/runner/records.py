@@ -87,10 +87,11 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
     parent_run_id = None
     if job is not None:
         # normally opened by MLflowSweepCallback.on_multirun_start; the first job opens it otherwise
-        state = job.state.open_parent(tracking_uri=uri, experiment=experiment,
-                                      expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
-                                      tags={**tracking.git_info(), **experiment_tag(),
-                                            **hydra_callbacks.saved_sweep_tags(job.state.folder)}, fresh=False)
+        # the parent's state is read first: counting the sweep's jobs re-reads its saved config
+        state = job.state.read() or job.state.open_parent(
+            tracking_uri=uri, experiment=experiment, expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
+            tags={**tracking.git_info(), **experiment_tag(), **hydra_callbacks.saved_sweep_tags(job.state.folder)},
+            fresh=False)
         uri, parent_run_id = state["tracking_uri"], state["parent_run_id"]
         experiment_id = state["experiment_id"]
         client = tracking.client(uri)
@@ -285,9 +286,10 @@ def log_job_files(recorder: tracking.RunRecorder) -> None:
 class RunRecords:
     """The experiment's observer: records what happens into one open MLflow run."""
 
-    def __init__(self, recorder: tracking.RunRecorder):
+    def __init__(self, recorder: tracking.RunRecorder, timings: Mapping[str, float] | None = None):
         self.recorder = recorder
         self.progress: _Progress | None = None
+        self.timings = dict(timings or {})  # the job's own phases (zorb.runner.job), logged with the metrics
 
     def network_built(self, network: zorb.Network) -> None:
         from zorb.runner.experiment import weights_digest
@@ -303,12 +305,16 @@ class RunRecords:
             self.progress(report)
 
     def finished(self, outcome) -> None:
+        started = time.perf_counter()
+        pending = self.progress.pending if self.progress is not None else {}
+        # one store write for the layers' figures still pending and the final metrics
+        self.recorder.log_metrics({**pending, **outcome.metrics, **self.timings})
         if self.progress is not None:
-            self.progress.flush()
+            self.progress.pending = {}
         log_curve(self.recorder, outcome.report)
         log_datasets(self.recorder, outcome.config, outcome.dataset)
         log_artifacts(self.recorder, outcome.config, outcome.report)
-        model_id = log_model(self.recorder, outcome.trained) if get(outcome.config, "tracking").get("log_model", True) \
-            else None
-        # with the model's id, the metrics are also the logged model's (its row under "Logged models")
-        self.recorder.log_metrics(outcome.metrics, model_id=model_id)
+        if get(outcome.config, "tracking").get("log_model", True):
+            # with the model's id, the metrics are also the logged model's (its row under "Logged models")
+            self.recorder.log_metrics(outcome.metrics, model_id=log_model(self.recorder, outcome.trained))
+        self.recorder.log_metrics({"logging_seconds": time.perf_counter() - started})

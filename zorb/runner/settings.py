@@ -125,7 +125,7 @@ def method_settings(config: Mapping) -> tuple[str, Callable, dict[str, Any]]:
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     function = METHODS[name]
     accepted = [p for p in inspect.signature(function).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "callback")]
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "callback", "progress")]
     names = [p.name for p in accepted]
     unknown = sorted(set(options) - set(names))
     if unknown:
@@ -169,6 +169,30 @@ def apply_limits(config: Mapping) -> dict[str, Any]:
         if isinstance(value, int) and not isinstance(value, bool) and value > steps:
             method["steps"] = steps
     return config
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    folder: Path   # absolute
+    data: bool     # parsed datasets as .npy under folder/data (zorb.data.cache)
+    compile: bool  # JAX's persistent compilation cache under folder/jax
+
+
+def cache_settings(config: Mapping) -> CacheSettings:
+    """The ``cache`` group: ``dir`` (null: ``.cache`` in the project root; a relative path is
+    taken from the directory you run in), ``data`` and ``compile`` (booleans)."""
+    from zorb.runner.tracking import project_root
+
+    cache = config.get("cache") or {}
+    unknown = sorted(set(cache) - {"dir", "data", "compile"})
+    if unknown:
+        raise ConfigError(f"cache has no key {unknown[0]!r} (keys: dir, data, compile)")
+    for key in ("data", "compile"):
+        if not isinstance(cache.get(key, True), bool):
+            raise ConfigError(f"cache.{key} must be true or false, got {cache[key]!r}")
+    folder = cache.get("dir")
+    folder = Path(str(folder)).expanduser().absolute() if folder else project_root() / ".cache"
+    return CacheSettings(folder=folder, data=cache.get("data", True), compile=cache.get("compile", True))
 
 
 def validation_fraction(config: Mapping) -> float:

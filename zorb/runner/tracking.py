@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -142,8 +143,10 @@ def retrying(call, *args, **kwargs):
     raise AssertionError("unreachable")
 
 
+@functools.lru_cache(maxsize=None)
 def client(uri: str):
-    """An ``MlflowClient`` for ``uri``; a new SQLite store is created under the store lock."""
+    """An ``MlflowClient`` for ``uri``; a new SQLite store is created under the store lock.
+    One per store and process: a sweep's jobs in one process share it."""
     from mlflow.tracking import MlflowClient
 
     _quiet_mlflow_loggers()
@@ -158,9 +161,11 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+@functools.lru_cache(maxsize=None)
 def experiment_id(mlflow_client, uri: str, name: str) -> str:
-    """The id of experiment ``name``, created (with its artifact location) if missing; the
-    experiment carries ``EXPERIMENT_KIND_TAG`` (set here on one made without it)."""
+    """The id of experiment ``name``, created (with its artifact location) if missing, and
+    looked up once per process; the experiment carries ``EXPERIMENT_KIND_TAG`` (set here on
+    one made without it)."""
     with store_lock(uri):
         found = retrying(mlflow_client.get_experiment_by_name, name)
         if found is not None:
@@ -218,9 +223,13 @@ def git_info(root: Path | None = None) -> dict[str, str]:
     """``{"git.commit": sha or "unknown", "git.dirty": "true"/"false"/"unknown"}``.
 
     Dirty means tracked files differ from the commit or untracked, not ignored files exist.
+    Asked once per process and checkout (the state when the process's first run started).
     """
-    root = root or project_root()
+    return dict(_git_info(root or project_root()))
 
+
+@functools.lru_cache(maxsize=None)
+def _git_info(root: Path) -> dict[str, str]:
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
@@ -237,6 +246,7 @@ def git_info(root: Path | None = None) -> dict[str, str]:
     return {"git.commit": commit.strip(), "git.dirty": dirty}
 
 
+@functools.lru_cache(maxsize=1)
 def machine_info() -> dict[str, str]:
     """``machine.cpu`` (the CPU's model name), ``machine.cpus`` (logical CPUs), ``machine.platform``."""
     import platform

@@ -1,0 +1,37 @@
+"""scripts/benchmarks/startup.py --quick: four runs (default and iris, cold then warm) in its
+own store and cache; the breakdown it prints is the runs' own timing metrics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner_fixtures import cli_env, runs_of
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "benchmarks" / "startup.py"
+
+
+@pytest.mark.slow
+def test_quick_startup_breakdown(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--workdir", str(tmp_path)], cwd=tmp_path,
+                          env=cli_env(), capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode == 0, done.stderr
+    runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [run.info.status for run in runs] == ["FINISHED"] * 4
+    assert [run.data.params["dataset.name"] for run in runs] == ["mnist_5k", "mnist_5k", "iris", "iris"]
+    printed = [line for line in done.stdout.splitlines() if re.match(r"\s+(cold|warm)\s+wall", line)]
+    assert len(printed) == 4
+    for line, run in zip(printed, runs):
+        figures = dict(re.findall(r"(\w+) +(-?\d+\.\d+)", line.split("=", 1)[1]))
+        for phase, key in (("imports", "startup_seconds"), ("store", "store_seconds"), ("fit", "fit_seconds"),
+                           ("compile", "compile_seconds"), ("logging", "logging_seconds")):
+            assert float(figures[phase]) == pytest.approx(run.data.metrics[key], abs=0.006)
+    assert "warm compile / cold compile" in done.stdout and "iris run: warm wall" in done.stdout
+    # the warm runs found what the cold ones left: parsed datasets and compiled programs
+    assert (tmp_path / "cache" / "data" / "mnist_5k-seed0" / "x_train.npy").is_file()
+    assert any((tmp_path / "cache" / "jax").iterdir())
