@@ -51,7 +51,10 @@ def startup_section(args) -> int:
     if not STARTUP.is_file():
         print(f"the start-up benchmark is not in this checkout ({STARTUP.relative_to(SCRIPTS.parent)} is missing)")
         return 1
-    return subprocess.run([sys.executable, str(STARTUP)] + (["--quick"] if args.quick else [])).returncode
+    root = str(SCRIPTS.parent)  # this checkout's zorb, as for every other section
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(STARTUP)] + (["--quick"] if args.quick else []), cwd=root,
+                          env=env).returncode
 
 
 def real_dataset(data_dir: str) -> str:
