@@ -40,8 +40,8 @@ def work_kernels(cfg):
     low_rank = rng.standard_normal((3000, 120)) @ rng.standard_normal((120, 1001)) / 30
     full = np.hstack([np.tanh(rng.standard_normal((rows, 1000))), np.ones((rows, 1))])
     targets = rng.standard_normal((rows, 800))
-    systems = {"nothing cut": (full.T @ full, full.T @ targets), "rank 120": (low_rank.T @ low_rank,
-                                                                              low_rank.T @ targets[:3000])}
+    systems = {"nothing cut": (full.T @ full, full.T @ targets),
+               "rank 120": (low_rank.T @ low_rank, low_rank.T @ rng.standard_normal((3000, 800)))}
     t, bias = jnp.asarray(rng.normal(size=(rows, 1000)) * 3), jnp.asarray(rng.normal(size=1000))
     tanh = Tanh.build((1000,), None, jnp.float64).with_range(jnp.min(t), jnp.max(t))
     x, kernel = jnp.asarray(rng.random((images, 32, 32, 3))), jnp.asarray(rng.standard_normal((3, 3, 3, 32)))
