@@ -241,7 +241,7 @@ def solve_from_gram(gram, moment, rows: int, rcond, ridge, total=None):
     The eigenvalues alone (a tridiagonal reduction, no eigenvectors) say whether anything is
     cut. If nothing is, ``(M^T M + ridge) W = M^T T`` is solved by Cholesky: the same solution
     without the eigenvectors (1,001^2 with 800 targets: 0.255 s against 0.294 s on a 2-core
-    CPU, ``scripts/perf_items.py``); otherwise the eigenvectors of the kept eigenvalues apply
+    CPU, ``python scripts/bench.py --sections kernels``); otherwise the eigenvectors of the kept eigenvalues apply
     the cut. On the CPU ``zorb.kernels.solve.gram_solve`` does all of it in one LAPACK call sequence
     (one tridiagonal reduction, only the kept eigenvectors); ``_solve_from_gram_xla`` is the
     same in JAX.
