@@ -18,8 +18,8 @@ import zorb
 from zorb import baselines
 from zorb.core.fit import as_data
 from zorb.errors import ConfigError
-from zorb.runner.settings import (SolverSettings, get, init_paths, layer_specs, method_settings, read_limits,
-                                  solver_settings, validation_fraction)
+from zorb.runner.settings import (SolverSettings, get, init_paths, layer_specs, load_plugins, method_settings,
+                                  read_limits, solver_settings, validation_fraction)
 
 log = logging.getLogger("zorb.runner.experiment")
 
@@ -112,6 +112,7 @@ def validation_split(dataset, fraction: float, seed: int):
 def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome:
     """Run the experiment ``config`` describes (limits already applied); ``observer`` hears
     of the built network, each solved layer and the outcome."""
+    load_plugins(config)
     method_name, fit_method, options = method_settings(config)
     solver = solver_settings(config)
     specs = layer_specs(config)

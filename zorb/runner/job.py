@@ -24,7 +24,7 @@ from zorb.runner import callbacks as hydra_callbacks
 from zorb.runner import records
 from zorb.runner.experiment import run_experiment
 from zorb.runner.records import FAILED, FINISHED, hydra_config
-from zorb.runner.settings import apply_limits, get, plain_config
+from zorb.runner.settings import apply_limits, get, load_plugins, plain_config
 
 log = logging.getLogger("zorb.runner.job")
 
@@ -78,6 +78,7 @@ def run(cfg: DictConfig | Mapping, *, job: hydra_callbacks.SweepJob | None = Non
     thread_tags = pin_threads(config, job)
     recorder = records.open_run(config, job, thread_tags) if get(config, "tracking", "enabled") else None
     try:
+        load_plugins(config)  # before the network spec is read: it may name the plugins' layers
         config = apply_limits(config)
         if recorder is not None:
             recorder.log_params(records.tracking.flatten(config))
