@@ -210,7 +210,7 @@ def test_conv2d_inverse_averages_dense_inverse_of_each_position(rng):
 
 def test_every_layer_returns_float64(rng):
     shapes = {"dense": (6,), "conv2d": (5, 5, 2), "flatten": (3, 2), "softmax": (6,)}
-    options = {"dense": {"units": 4}, "conv2d": {"filters": 2, "kernel_size": 2}}
+    options = {"dense": {"units": 4}, "conv2d": {"filters": 2, "kernel_size": 2}, "quantize": {"levels": 4}}
     for kind, cls in LAYERS.items():
         shape = shapes.get(kind, (6,))
         layer = build(cls, shape, **options.get(kind, {}))

@@ -30,7 +30,13 @@ _PUBLIC = {
     "Network": "zorb.core.network", "build_network": "zorb.core.network",
     "DEFAULT_RCOND": "zorb.core.solvers", "default_rcond": "zorb.core.solvers", "SOLVERS": "zorb.core.solvers",
     "check_solver_options": "zorb.core.solvers",
+    "LAYERS": "zorb.core.layers", "Layer": "zorb.core.layers", "ParametricLayer": "zorb.core.layers",
+    "layer_class": "zorb.core.layers", "register_layer": "zorb.core.layers", "parse_spec": "zorb.core.spec",
 }
+
+_MODULES = ("core", "kernels", "runner", "data", "baselines", "layers", "models", "datasets", "sklearn")
+"""Subpackages loaded on first use as ``zorb.<name>``: ``zorb.layers``, ``zorb.models`` and
+``zorb.datasets`` are the keras-style API, ``zorb.sklearn`` the scikit-learn estimators."""
 
 __all__ = ["ConfigError", "DataError", "FitError", "ZorbError", *_PUBLIC]
 
@@ -40,8 +46,10 @@ def __getattr__(name: str):
         value = getattr(import_module(_PUBLIC[name]), name)
         globals()[name] = value
         return value
+    if name in _MODULES:
+        return import_module(f"zorb.{name}")
     raise AttributeError(f"module 'zorb' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+    return sorted(set(globals()) | set(_PUBLIC) | set(_MODULES))

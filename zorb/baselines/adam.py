@@ -68,6 +68,8 @@ class AdamReport:
     seed: int
     eval_rows: int
     """Rows the curve's error is measured on (all training rows unless ``eval_rows`` was given)."""
+    gradient: str = "true"
+    """``GRADIENTS``: the true derivative or a straight-through estimator."""
     layers: list = dataclasses.field(default_factory=list)
     """Empty: kept so that code iterating a ZORB ``FitReport``'s ``layers`` works on this report."""
 
@@ -104,30 +106,41 @@ def batch_indices(key, step, rows: int, batch_size: int):
     return jax.random.randint(jax.random.fold_in(stream, step), (batch_size,), 0, rows)
 
 
-def _forward(layers, x):
+GRADIENTS = ("true", "ste", "ste_identity")
+"""``true``: the network's own derivative (zero almost everywhere through step, sign and
+quantize). ``ste``: the straight-through estimator through every layer that has one
+(``layer.straight_through``), with the derivative 1 inside the layer's window and 0 outside
+(hardtanh's); ``ste_identity``: 1 everywhere."""
+
+
+def _forward(layers, x, gradient="true"):
     for layer in layers:
-        x = layer.forward(x)
+        if gradient != "true" and hasattr(layer, "straight_through"):
+            x = layer.straight_through(x, "identity" if gradient == "ste_identity" else "clipped")
+        else:
+            x = layer.forward(x)
     return x
 
 
-def _loss(weights, network: Network, x, y, loss: str):
+def _loss(weights, network: Network, x, y, loss: str, gradient: str = "true"):
     net = network.with_weights(weights)
     if loss == "sse":
-        return jnp.sum((_forward(net.layers, x) - y) ** 2)
-    logits = _forward(net.layers[:-1], x)
+        return jnp.sum((_forward(net.layers, x, gradient) - y) ** 2)
+    logits = _forward(net.layers[:-1], x, gradient)
     if net.layers[-1].kind == "softmax":
         return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(logits, axis=-1), axis=-1))
     return jnp.mean(jax.nn.softplus(logits) - y * logits)
 
 
-@partial(jax.jit, static_argnames=("loss", "batch_size"))
-def _train_steps(network: Network, weights, opt_state, x, y, key, start, stop, learning_rate, *, loss, batch_size):
+@partial(jax.jit, static_argnames=("loss", "batch_size", "gradient"))
+def _train_steps(network: Network, weights, opt_state, x, y, key, start, stop, learning_rate, *, loss, batch_size,
+                 gradient="true"):
     """Adam steps ``start .. stop - 1`` from ``(weights, opt_state)``; one compiled loop for any bounds."""
 
     def step(i, carry):
         weights, opt_state = carry
         rows = batch_indices(key, i, x.shape[0], batch_size)
-        grads = jax.grad(_loss)(weights, network, x[rows], y[rows], loss)
+        grads = jax.grad(_loss)(weights, network, x[rows], y[rows], loss, gradient)
         # optax's bias correction raises a Python float to an int32 count: the one mix of
         # types this loop needs, so standard promotion is scoped to it.
         with jax.numpy_dtype_promotion("standard"):
@@ -155,15 +168,16 @@ def _check_loss(network: Network, loss: str) -> None:
 
 def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batch_size: int = 32,
                loss: str = "sse", seed: int = 0, eval_every: int | None = None,
-               eval_rows: int | None = None,
-               progress: Callable[[int], None] | None = None) -> tuple[Network, AdamReport]:
+               eval_rows: int | None = None, progress: Callable[[int], None] | None = None,
+               gradient: str = "true") -> tuple[Network, AdamReport]:
     """Train ``network`` on ``X`` (N x input_shape), ``Y`` (N x output_shape) with Adam.
 
     ``steps`` steps of batch ``batch_size`` (rows drawn with replacement), default betas,
     loss ``sse`` or ``cross_entropy`` (see ``LOSSES``). Every ``eval_every`` steps (default
     ``max(1, steps // 50)``) and after the last, the train error is measured on the training
     set, or on a fixed random subset of ``eval_rows`` rows drawn from the seed;
-    ``progress(steps)``, if given, hears of those steps as each such stretch is done.
+    ``progress(steps)``, if given, hears of those steps as each such stretch is done. ``gradient``
+    (``GRADIENTS``) picks the true derivative or the straight-through estimator.
 
     Returns the trained network (same layers, new weights, dtype kept) and an ``AdamReport``.
     Raises ``ConfigError`` for a bad option, a network ``zorb.fit`` has already trained, or
@@ -171,6 +185,8 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
     """
     check_untrained(network, "Adam")
     _check_loss(network, loss)
+    if gradient not in GRADIENTS:
+        raise ConfigError(f"gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or \
             not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ConfigError(f"learning_rate must be a positive number, got {learning_rate!r}")
@@ -200,7 +216,7 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
         stop = min(start + eval_every, steps)
         (weights, opt_state), c, r = timed(_train_steps, network, weights, opt_state, x, y, key,
                                            jnp.asarray(start, jnp.int32), jnp.asarray(stop, jnp.int32), rate,
-                                           loss=loss, batch_size=batch_size)
+                                           loss=loss, batch_size=batch_size, gradient=gradient)
         compile_seconds += c
         seconds += r
         curve.append((stop, seconds, train_error(weights)))
@@ -209,5 +225,5 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
 
     report = AdamReport(fit_seconds=seconds, compile_seconds=compile_seconds, curve=curve, steps=steps,
                         learning_rate=float(learning_rate), loss=loss, batch_size=batch_size, seed=seed,
-                        eval_rows=int(x_eval.shape[0]))
+                        eval_rows=int(x_eval.shape[0]), gradient=gradient)
     return network.with_weights(weights), report

@@ -15,7 +15,6 @@ backward pseudoinverse is computed once and reused by every layer below it.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -356,6 +355,8 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = No
                 raise ConfigError(f"layer {index}: solver {opts.solver!r} needs the whole design matrix in "
                                   f"memory; use solver=qr (the same answer) or gram with chunk_rows")
     devices = _devices(devices)
+    if len(devices) > 1 or processes or (chunk_rows is not None and chunk_rows < n):
+        _check_blockable(network)
     if len(devices) > 1 or processes:
         for index, opts in options.items():
             if not SOLVERS[opts.solver].streams:
@@ -382,6 +383,17 @@ def fit(network: Network, X, Y, *, solver: str = "svd", rcond: float | None = No
     return network.replace_layers(layers), FitReport(layers=reports, fit_seconds=wall - compile_total,
                                                      compile_seconds=compile_total, solver=solver,
                                                      devices=tuple(str(d) for d in devices))
+
+
+def _check_blockable(network: Network) -> None:
+    """ConfigError for a layer whose inverse records state from all rows at once (``records_inverse_state``):
+    a chunked or multi-device fit only sees a block of rows at a time."""
+    first = network.parametric_indices[0] if network.parametric_indices else len(network.layers) + 1
+    for index, layer in enumerate(network.layers, 1):
+        if index > first and layer.records_inverse_state and not isinstance(layer, SquashingLayer):
+            raise ConfigError(f"layer {index} ({layer.kind}) records state from the whole target in its inverse, "
+                              f"so it cannot be fitted in chunks or over several devices: set chunk_rows=null "
+                              f"and devices=null")
 
 
 def _prepare_inverses(layers, auxes, above: int, options, clock: _Clock) -> None:
@@ -649,5 +661,4 @@ def _concat_samples(parts):
 
 def _design_rows(layer, samples: int) -> int:
     """Rows of the layer's design matrix: samples, times output positions for Conv2D."""
-    positions = math.prod(layer.out_shape[:-1]) if layer.kind == "conv2d" else 1
-    return int(samples) * positions
+    return int(samples) * layer.rows_per_sample()

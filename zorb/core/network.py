@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 
 from zorb.errors import ConfigError
 from zorb.core.layers import LAYERS
-from zorb.core.layers.base import Shape
+from zorb.core.layers.base import Shape, build_parameters
 
 OUTPUTS = "outputs"
 """``units: outputs`` (or ``filters: outputs``) takes the width of the dataset's targets."""
@@ -96,13 +95,12 @@ def _layer_options(index: int, spec: Mapping, output_dim: int | None) -> tuple[t
 
 
 def _build_layer(cls, index: int, in_shape: Shape, key, dtype, options: dict):
-    accepted = [p for p in inspect.signature(cls.build).parameters if p not in ("in_shape", "key", "dtype")]
+    accepted, required = build_parameters(cls)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         takes = ", ".join(accepted) if accepted else "no parameters"
         raise ConfigError(f"layer {index}: {cls.kind} has no parameter {unknown[0]!r} (it takes {takes})")
-    missing = [p for p, v in inspect.signature(cls.build).parameters.items()
-               if p in accepted and v.default is inspect.Parameter.empty and p not in options]
+    missing = [p for p in required if p not in options]
     if missing:
         raise ConfigError(f"layer {index}: {cls.kind} needs {missing[0]!r}")
     try:

@@ -409,7 +409,7 @@ def spectrum_summary(spectrum: np.ndarray, rcond: float) -> tuple[float, int, fl
     ``cond`` is ``s_max / s_min_kept``, the condition number of the solve actually made.
     """
     spectrum = np.asarray(spectrum)
-    if spectrum.size == 0 or spectrum[0] == 0:
+    if spectrum.size == 0 or not spectrum[0] > 0:  # all zero, or NaN from a failed solve
         return 0.0, 0, math.inf
     cutoff = float(rcond * spectrum[0])
     kept = spectrum[spectrum > cutoff]

@@ -21,7 +21,8 @@ from zorb.core.fit import as_data, resolve_options
 from zorb.errors import ConfigError
 from zorb.runner.progress import Progress
 from zorb.runner.settings import (SolverSettings, cache_settings, get, init_paths, init_seed, layer_specs,
-                                  method_settings, read_limits, solver_settings, validation_fraction)
+                                  load_plugins, method_settings, read_limits, solver_settings,
+                                  validation_fraction)
 
 log = logging.getLogger("zorb.runner.experiment")
 
@@ -123,6 +124,7 @@ def validation_split(dataset, fraction: float, seed: int):
 def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome:
     """Run the experiment ``config`` describes (limits already applied); ``observer`` hears
     of the built network, each solved layer and the outcome."""
+    load_plugins(config)
     method_name, fit_method, options = method_settings(config)
     solver = solver_settings(config)
     specs = layer_specs(config)

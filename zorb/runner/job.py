@@ -30,8 +30,8 @@ from zorb.runner import callbacks as hydra_callbacks
 from zorb.runner import lifecycle, records, store
 from zorb.runner.experiment import run_experiment
 from zorb.runner.records import FAILED, FINISHED, KILLED, hydra_config
-from zorb.runner.settings import (CacheSettings, apply_limits, cache_settings, check_settings, get, plain_config,
-                                  tracking_settings)
+from zorb.runner.settings import (CacheSettings, apply_limits, cache_settings, check_settings, get, load_plugins,
+                                  plain_config, tracking_settings)
 
 log = logging.getLogger("zorb.runner.job")
 
@@ -120,6 +120,7 @@ def _run(cfg: DictConfig | Mapping, job: hydra_callbacks.SweepJob | None) -> dic
     heartbeat = lifecycle.Heartbeat(recorder) if recorder is not None else None
     try:
         use_compile_cache(cache_settings(config))  # before anything compiles
+        load_plugins(config)  # before the network spec is read: it may name the plugins' layers
         config = apply_limits(config)
         if recorder is not None:
             recorder.log_params(records.tracking.flatten(config))

@@ -42,13 +42,15 @@ def fit_mlelm(network: zorb.Network, dataset, solver: SolverSettings, *, seed: i
 
 def fit_adam(network: zorb.Network, dataset, solver: SolverSettings, *, seed: int, callback: Callable,
              progress: Progress, learning_rate: float, steps: int, batch_size: int, loss: str,
-             eval_every: int | None = None,
-             eval_rows: int | None = None) -> tuple[zorb.Network, baselines.AdamReport]:
-    """Adam (``zorb.baselines.train_adam``) from the same initial weights; the solver plays no part."""
+             eval_every: int | None = None, eval_rows: int | None = None,
+             gradient: str = "true") -> tuple[zorb.Network, baselines.AdamReport]:
+    """Adam (``zorb.baselines.train_adam``) from the same initial weights; the solver plays no part.
+    ``gradient``: ``true``, or ``ste``/``ste_identity`` (the straight-through estimator)."""
     with progress.bar(steps, "adam", "steps") as steps_bar:
         return baselines.train_adam(network, dataset.x_train, dataset.y_train, learning_rate=learning_rate,
                                     steps=steps, batch_size=batch_size, loss=loss, seed=seed,
-                                    eval_every=eval_every, eval_rows=eval_rows, progress=steps_bar.update)
+                                    eval_every=eval_every, eval_rows=eval_rows, progress=steps_bar.update,
+                                    gradient=str(gradient).lower())
 
 
 METHODS: dict[str, Callable] = {"zorb": fit_zorb, "mlelm": fit_mlelm, "adam": fit_adam}

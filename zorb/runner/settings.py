@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import inspect
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -149,12 +151,45 @@ def read_limits(config: Mapping) -> dict[str, int | None]:
     return limits
 
 
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def load_plugins(config: Mapping) -> list[str]:
+    """Import the modules ``plugins`` names (``[my_package.my_layers]``), so that the layers they
+    register with ``zorb.register_layer`` can be used by ``network.layers`` and ``network.spec``."""
+    plugins = config.get("plugins") or []
+    if isinstance(plugins, str) or not isinstance(plugins, list):
+        raise ConfigError(f"plugins must be a list of module names such as [my_package.my_layers], got {plugins!r}")
+    for name in plugins:
+        if not isinstance(name, str) or not _MODULE_NAME.match(name):
+            raise ConfigError(f"plugins entry {name!r} is not a module name such as my_package.my_layers")
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ConfigError(f"plugins: module {name!r} cannot be imported ({error}): install it, or run from the "
+                              f"folder that holds it or add that folder to PYTHONPATH") from None
+    return list(plugins)
+
+
+def resolve_network(config: Mapping) -> dict[str, Any]:
+    """``config`` with ``network.spec`` (a one-line network, ``zorb.core.spec``), when set, turned
+    into ``network.layers``, so that the run records the layer list it builds."""
+    config = dict(config)
+    network = config.get("network")
+    if isinstance(network, Mapping) and network.get("spec") is not None:
+        from zorb.core.spec import parse_spec
+
+        config["network"] = {**network, "name": "spec", "layers": parse_spec(network["spec"])}
+    return config
+
+
 def apply_limits(config: Mapping) -> dict[str, Any]:
-    """``config`` with ``limits.width`` applied to the network's dense units and conv2d filters
-    and ``limits.steps`` to the method's ``steps``, so that the params record what runs.
-    ``limits.train_samples`` and ``limits.test_samples`` apply when the data is loaded."""
+    """``config`` with ``network.spec`` resolved (``resolve_network``), ``limits.width`` applied to
+    the network's dense units and conv2d filters and ``limits.steps`` to the method's ``steps``, so
+    that the params record what runs. ``limits.train_samples`` and ``limits.test_samples`` apply
+    when the data is loaded."""
     limits = read_limits(config)
-    config = copy.deepcopy(dict(config))
+    config = copy.deepcopy(resolve_network(config))
     width, steps = limits["width"], limits["steps"]
     network = config.get("network")
     if width is not None and isinstance(network, Mapping):
@@ -292,7 +327,7 @@ def check_settings(config: Mapping) -> None:
 
 
 def layer_specs(config: Mapping) -> list[dict[str, Any]]:
-    layers = get(config, "network", "layers")
+    layers = get(resolve_network(config), "network", "layers")
     if not isinstance(layers, list) or not layers:
         raise ConfigError("network.layers must be a non-empty list of layer specs such as {type: dense, units: 10}")
     return [dict(spec) if isinstance(spec, Mapping) else spec for spec in layers]

@@ -25,8 +25,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-METHOD_ORDER = ("zorb", "mlelm", "adam")
-METHOD_LABELS = {"zorb": "ZORB", "mlelm": "ML-ELM", "adam": "Adam"}
+METHOD_ORDER = ("zorb", "mlelm", "adam", "adam_ste", "adam_ste_identity")
+METHOD_LABELS = {"zorb": "ZORB", "mlelm": "ML-ELM", "adam": "Adam", "adam_ste": "Adam, straight-through estimator",
+                 "adam_ste_identity": "Adam, identity straight-through estimator"}
 METRICS = ("train_error", "test_error", "train_accuracy", "test_accuracy", "fit_seconds")
 METRIC_LABELS = {"train_error": "train error", "test_error": "test error", "train_accuracy": "train accuracy",
                  "test_accuracy": "test accuracy", "fit_seconds": "fit time (s)"}
@@ -362,14 +363,18 @@ def read_sweep(client, parent) -> tuple[list[RunRecord], dict[str, int]]:
             continue
         params = run.data.params
         method = params["method.name"]
+        if method == "adam" and params.get("method.gradient", "true").lower() != "true":
+            method = f"adam_{params['method.gradient'].lower()}"  # a method of its own in the table
         limits = {key[len("limits."):]: value for key, value in params.items()
                   if key.startswith("limits.") and value not in ("null", "")}
         records.append(RunRecord(
             run_id=run.info.run_id, dataset=params["dataset.name"], network=params["network.name"],
             m=None if params.get("dataset.train_samples") in (None, "null") else params["dataset.train_samples"],
-            method=method, learning_rate=_float(params.get("method.learning_rate")) if method == "adam" else None,
+            method=method,
+            learning_rate=_float(params.get("method.learning_rate")) if method.startswith("adam") else None,
             seed=int(params["seed"]), order=int(run.data.tags.get("zorb.job_num", 0)),
-            metrics=dict(run.data.metrics), curve=_curve(client, run.info.run_id) if method == "adam" else None,
+            metrics=dict(run.data.metrics),
+            curve=_curve(client, run.info.run_id) if method.startswith("adam") else None,
             limits=limits, tags=dict(run.data.tags)))
     return records, dict(statuses)
 

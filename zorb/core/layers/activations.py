@@ -32,6 +32,7 @@ class SquashingLayer(Layer):
     low: ClassVar[float]
     high: ClassVar[float]
     samples_last_ok: ClassVar[bool] = True
+    records_inverse_state: ClassVar[bool] = True  # the fit gathers the range over all chunks itself
 
     @classmethod
     def build(cls, in_shape: Shape, key, dtype, *, eps=DEFAULT_EPS):

@@ -90,6 +90,9 @@ class Conv2D(ParametricLayer):
         kernel = self.kernel.reshape(k, k, c, self.filters)
         return conv2d(x, kernel, self.stride, self.weights[-1] if self.bias else None)
 
+    def rows_per_sample(self) -> int:
+        return self.out_shape[0] * self.out_shape[1]
+
     def design(self, x):
         """Rows of the least-squares problem: every patch of every sample, (N*H'*W', k*k*C)."""
         patches = extract_patches(x, self.kernel_size, self.stride)

@@ -30,6 +30,10 @@ class ParametricLayer(Layer):
     bias: bool
     weights: Any
 
+    def rows_per_sample(self) -> int:
+        """Rows each sample adds to the design matrix (``design(x)`` has ``N * rows_per_sample()``)."""
+        return 1
+
     @property
     def kernel(self):
         """``W'``: the weight rows without the bias row."""
