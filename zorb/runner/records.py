@@ -306,11 +306,13 @@ class RunRecords:
 
     def finished(self, outcome) -> None:
         started = time.perf_counter()
-        pending = self.progress.pending if self.progress is not None else {}
-        # one store write for the layers' figures still pending and the final metrics
-        self.recorder.log_metrics({**pending, **outcome.metrics, **self.timings})
+        pending = self.progress.pending if self.progress is not None else []
+        # the results first, in one store write with the layers' figures still pending, so that
+        # nothing the fit measured is lost if an artifact cannot be written
+        self.recorder.log_points(pending + [(key, value, 0) for key, value in {**outcome.metrics,
+                                                                               **self.timings}.items()])
         if self.progress is not None:
-            self.progress.pending = {}
+            self.progress.pending = []
         log_curve(self.recorder, outcome.report)
         log_datasets(self.recorder, outcome.config, outcome.dataset)
         log_artifacts(self.recorder, outcome.config, outcome.report)
