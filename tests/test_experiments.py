@@ -31,7 +31,7 @@ def composed(*overrides: str):
 
 
 def test_every_experiment_file_is_an_option_of_the_experiment_group():
-    assert experiments.register() == sorted(EXPERIMENTS)
+    assert experiments.register() == sorted([*EXPERIMENTS, "discrete"])
     assert experiments.package_of("# @package _global_\n# text\nkey: 1\n") == "_global_"
     assert experiments.package_of("key: 1\n# @package foo\n") is None
 
@@ -44,6 +44,12 @@ def test_experiment_sweeps_the_papers_grid(name, jobs):
     assert cfg.limits.width is None and cfg.dtype == "float64"
     smoke = composed(f"experiment={name}", "profile=smoke")
     assert hydra_callbacks.count_jobs(smoke) == SMOKE_JOBS[name]
+
+
+def test_discrete_sweeps_four_datasets_three_methods_ten_seeds():
+    cfg = composed("experiment=discrete")
+    assert hydra_callbacks.count_jobs(cfg) == 4 * 3 * 10 and cfg.tracking.experiment == "discrete"
+    assert hydra_callbacks.count_jobs(composed("experiment=discrete", "profile=smoke")) == 4 * 3 * 2
 
 
 def test_paper_a_settings():

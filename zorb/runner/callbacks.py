@@ -228,7 +228,7 @@ def launcher_process() -> dict[str, Any]:
 def _close_parent(state: dict[str, Any], *, complete: bool) -> str:
     statuses = list(state["jobs"].values())
     status = FINISHED if complete and statuses and all(s == FINISHED for s in statuses) else FAILED
-    if KILLED in statuses:
+    if statuses and all(s == KILLED for s in statuses):  # the sweep itself was stopped
         status = KILLED
     client = tracking.client(state["tracking_uri"])
     parent = tracking.RunRecorder(client, state["parent_run_id"])
