@@ -152,7 +152,7 @@ def test_time_limit_and_scancel_end_runs_killed(slurm_cluster, mlflow_server, tm
     assert states[cancelled].startswith("CANCELLED"), states  # "CANCELLED by <uid>"
     assert states[limited] in ("TIMEOUT", "FAILED"), states
     assert parent.info.status == "FAILED"
-    assert parent.data.metrics["jobs_finished"] == 1 and parent.data.metrics["jobs_failed"] == 2
+    assert parent.data.metrics["jobs_finished"] == 1 and parent.data.metrics["jobs_killed"] == 2
 
 
 def test_eight_concurrent_jobs_lose_nothing_on_the_server(mlflow_server, tmp_path):
@@ -170,10 +170,11 @@ def test_eight_concurrent_jobs_lose_nothing_on_the_server(mlflow_server, tmp_pat
     assert {"logs/run.log", "spectra/layer1.npy", "spectra/layer3.npy"} <= files[0]
     for child in children:  # every job's network is on the server as its run's MLflow model
         assert len(logged_network(mlflow_server.uri, child.info.run_id, tmp_path / child.info.run_id).weights) >= 2
-    for child, found in zip(children, files):
-        assert set(child.data.metrics) == metric_names, child.info.run_name
+    for child, found in zip(children, files):  # alike within a dataset (iris's net has 2 solved layers, xor's 3)
+        same = next(c for c in children if c.data.params["dataset.name"] == child.data.params["dataset.name"])
+        assert set(child.data.metrics) == set(same.data.metrics), child.info.run_name
         assert set(child.data.params) == set(children[0].data.params)
-        assert found == files[0], child.info.run_name
+        assert found == files[children.index(same)], child.info.run_name
     # every metric value reached the store: the history of each has exactly one point
     store = client(mlflow_server.uri)
     for child in children:

@@ -307,16 +307,18 @@ class RunRecords:
     def finished(self, outcome) -> None:
         started = time.perf_counter()
         pending = self.progress.pending if self.progress is not None else []
-        # the results first, in one store write with the layers' figures still pending, so that
-        # nothing the fit measured is lost if an artifact cannot be written
-        self.recorder.log_points(pending + [(key, value, 0) for key, value in {**outcome.metrics,
-                                                                               **self.timings}.items()])
         if self.progress is not None:
             self.progress.pending = []
-        log_curve(self.recorder, outcome.report)
-        log_datasets(self.recorder, outcome.config, outcome.dataset)
-        log_artifacts(self.recorder, outcome.config, outcome.report)
-        if get(outcome.config, "tracking").get("log_model", True):
-            # with the model's id, the metrics are also the logged model's (its row under "Logged models")
-            self.recorder.log_metrics(outcome.metrics, model_id=log_model(self.recorder, outcome.trained))
+        model_id = None
+        try:
+            log_curve(self.recorder, outcome.report)
+            log_datasets(self.recorder, outcome.config, outcome.dataset)
+            log_artifacts(self.recorder, outcome.config, outcome.report)
+            if get(outcome.config, "tracking").get("log_model", True):
+                model_id = log_model(self.recorder, outcome.trained)
+        finally:
+            # the results in one store write, whatever happened to the artifacts: with the
+            # model's id they are also the logged model's metrics (its row under "Logged models")
+            self.recorder.log_points(pending + [(key, value, 0) for key, value in
+                                                {**outcome.metrics, **self.timings}.items()], model_id=model_id)
         self.recorder.log_metrics({"logging_seconds": time.perf_counter() - started})

@@ -303,12 +303,14 @@ class RunRecorder:
         """One metric's history, ``(step, value)`` per point."""
         self.log_points([(key, value, step) for step, value in points])
 
-    def log_points(self, points: list[tuple[str, float, int]]) -> None:
-        """Metric values at steps, ``(key, value, step)`` each, in batches MLflow accepts."""
+    def log_points(self, points: list[tuple[str, float, int]], model_id: str | None = None) -> None:
+        """Metric values at steps, ``(key, value, step)`` each, in batches MLflow accepts; with
+        ``model_id``, also that logged model's."""
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        metrics = [Metric(key, finite_or_max(float(value)), stamp, int(step)) for key, value, step in points]
+        metrics = [Metric(key, finite_or_max(float(value)), stamp, int(step), model_id=model_id)
+                   for key, value, step in points]
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             retrying(self.client.log_batch, self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
 
