@@ -194,7 +194,10 @@ def test_tables_from_the_smoke_sweeps_fill_every_cell(smoke):
         assert "shrunk by the runner's caps" in text
         parent, _ = sweep_runs(smoke["uri"], name)
         logged = {a.path for a in client(smoke["uri"]).list_artifacts(parent.info.run_id, "tables")}
-        assert logged == {f"tables/{name}.md", f"tables/{name}.csv"}
+        # beside the sweep's own table and figure (tables/sweep_<id>.*), logged when it ended
+        assert {f"tables/{name}.md", f"tables/{name}.csv"} <= logged
+        assert {path for path in logged if path.startswith("tables/sweep_")} == {
+            f"tables/sweep_{parent.info.run_id}.{suffix}" for suffix in ("md", "csv", "png")}
     paper_a = (out / "paper_a.md").read_text()
     assert "rate by test error (paper)" in paper_a and "Adam at every learning rate" in paper_a
     assert os.path.getsize(out / "paper_c.csv") > 0
