@@ -11,10 +11,25 @@ from zorb.kernels.tuning import tune_process
 
 tune_process()  # first: OpenBLAS reads its kernel choice when numpy loads it (zorb.kernels.cpu)
 
+import sys  # noqa: E402
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from zorb.runner import callbacks, experiments, job  # noqa: E402
+
+
+def quote_network_spec(argv: list[str]) -> list[str]:
+    """``network.spec=conv2d[8,3] sigmoid ...`` as one quoted string: Hydra's override grammar
+    would read its brackets and commas as a list or a sweep. A value already quoted is kept."""
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") == "network.spec" and value and value[0] not in "'\"" and "'" not in value:
+            arg = f"{key}='{value}'"
+        quoted.append(arg)
+    return quoted
+
 
 # experiments/*.yaml become the options of the `experiment` group (zorb/runner/experiments.py)
 experiments.register()
@@ -28,4 +43,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_network_spec(sys.argv[1:])
     main()

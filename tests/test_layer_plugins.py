@@ -91,7 +91,7 @@ def test_a_user_layer_through_the_runner_with_network_layers(store):
                                        "network.layers=[{type: dense, units: 8}, {type: gained_tanh, eps: 1e-5}, "
                                        "{type: dense, units: outputs}, {type: softmax}]"))
     [run] = runs_of(store)
-    assert run.data.params["network.layers.1.type"] == "gained_tanh"
+    assert run.data.params["network.layers.2.type"] == "gained_tanh"  # params number layers from 1
     assert metrics["test_accuracy"] >= 0.8
 
 
@@ -119,11 +119,18 @@ def test_cli_runs_a_plugin_layer_from_a_spec(store, tmp_path):
     assert result.returncode == 0, result.stderr
     [run] = runs_of(store)
     params = run.data.params
-    assert [params[f"network.layers.{i}.type"] for i in range(4)] == ["dense", "gained_tanh", "dense", "softmax"]
-    assert params["network.layers.0.units"] == "8" and params["network.name"] == "spec"
+    assert [params[f"network.layers.{i}.type"] for i in range(1, 5)] == ["dense", "gained_tanh", "dense", "softmax"]
+    assert params["network.layers.1.units"] == "8" and params["network.name"] == "spec"
     assert run.data.metrics["test_accuracy"] >= 0.8
-    folder = client(store).download_artifacts(run.info.run_id, "model", str(tmp_path))
-    model = zorb.load(Path(folder) / "model.npz")
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)  # the store runs:/ URIs are read from
+    try:
+        folder = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    model = zorb.load(Path(folder) / "data" / "model.npz")
     assert model.layers[1].kind == "gained_tanh" and model.layers[1].gain.shape == (8,)
 
 
