@@ -173,7 +173,7 @@ def test_eight_concurrent_jobs_lose_nothing_on_the_server(mlflow_server, tmp_pat
     for child, found in zip(children, files):  # alike within a dataset (iris's net has 2 solved layers, xor's 3)
         same = next(c for c in children if c.data.params["dataset.name"] == child.data.params["dataset.name"])
         assert set(child.data.metrics) == set(same.data.metrics), child.info.run_name
-        assert set(child.data.params) == set(children[0].data.params)
+        assert set(child.data.params) == set(same.data.params)
         assert found == files[children.index(same)], child.info.run_name
     # every metric value reached the store: the history of each has exactly one point
     store = client(mlflow_server.uri)
