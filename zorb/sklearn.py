@@ -72,6 +72,11 @@ class ZORBClassifier(ClassifierMixin, _ZORBEstimator):
 class ZORBRegressor(RegressorMixin, _ZORBEstimator):
     """A ZORB network regressor: hidden ``layers``, then a linear ``dense[outputs]``."""
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # Y may have several columns: one least-squares target each
+        return tags
+
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
         self.single_output_ = y.ndim == 1
