@@ -23,23 +23,23 @@ $(STAMP): $(BUILD_INPUTS) | $(PY)
 	@$(PY) -m pip install --quiet -e '.[test]' > $(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
 	@touch $@
 
-run: install
+run: $(STAMP)
 	$(PY) run.py
 
 # A sweep run in parallel (one job per core): make sweep SWEEP="dataset=iris,xor seed=0,1,2"
 SWEEP ?= dataset=iris,xor,two_spirals seed=0,1,2,3,4
-sweep: install
+sweep: $(STAMP)
 	$(PY) run.py -m hydra/launcher=joblib $(SWEEP)
 
 # A paper table's sweep (experiments/<name>.yaml): make experiment EXPERIMENT=paper_b
 EXPERIMENT ?= paper_a
-experiment: install
+experiment: $(STAMP)
 	$(PY) run.py -m experiment=$(EXPERIMENT)
 
 # Markdown + CSV tables in tables/ from the latest sweep of every experiment in the store
 # (MLFLOW_TRACKING_URI if set, else ./mlflow.db); one: make tables TABLES=paper_a
 TABLES ?=
-tables: install
+tables: $(STAMP)
 	$(PY) scripts/tables.py $(TABLES)
 
 # The MLflow UI for the runs' store (MLFLOW_TRACKING_URI if set, else ./mlflow.db), on 127.0.0.1 only.
@@ -51,13 +51,13 @@ ui: $(PY)
 	$(PY) -m mlflow ui --backend-store-uri '$(STORE)' --host $(UI_HOST) --port $(UI_PORT) --workers 1
 
 # Fit times against the flop-bound limit, peak memory, Adam's time to ZORB's error (scripts/bench.py --help)
-bench: install
+bench: $(STAMP)
 	$(PY) scripts/bench.py
 
-test: install
+test: $(STAMP)
 	$(PY) -m pytest
 
-test-fast: install
+test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 clean:

@@ -8,6 +8,7 @@ import io
 import json
 import pickle
 import zipfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import pytest
 import zorb
 from zorb import baselines
 from zorb.errors import ZorbError
+
+PWNED = Path(tempfile.gettempdir()) / "zorb-fuzz-pwned"  # what a crafted header would create
 
 SPECS = [{"type": "dense", "units": 6}, {"type": "sigmoid"}, {"type": "dense", "units": 3}, {"type": "softmax"}]
 
@@ -121,7 +124,7 @@ def npy_header_edits(path: Path, tmp: Path) -> list[Path]:
              "{'descr': '<f8', 'fortran_order': False, 'shape': (-5, 8), }",
              "{'descr': '<f8', 'fortran_order': 'yes', 'shape': (5, 8), }",
              "{'descr': '<f8', 'shape': (5, 8), }",
-             "__import__('os').system('touch /tmp/zorb-fuzz-pwned')",
+             f"__import__('os').system('touch {PWNED}')",
              "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 8), 'extra': 1}",
              "{'descr': 'V8', 'fortran_order': False, 'shape': (5, 8), }",
              "{'descr': '<f8', 'fortran_order': True, 'shape': (40,), }",
@@ -194,7 +197,7 @@ def test_every_damaged_or_crafted_file_is_one_clean_error(saved, tmp_path):
         assert [np.asarray(w).tobytes() for w in network.weights] == \
                [np.asarray(w).tobytes() for w in reference.weights], path
     assert not Path(Payload.target).exists()
-    assert not Path("/tmp/zorb-fuzz-pwned").exists()
+    assert not PWNED.exists()
     assert loaded < len(paths) // 4  # the cases really are damaged: most are refused
 
 
