@@ -79,3 +79,15 @@ def runs_of(uri: str, experiment: str = "zorb") -> list:
         return []
     runs = mlflow_client.search_runs([found.experiment_id], max_results=1000)
     return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def logged_network(uri: str, run_id: str, folder):
+    """The network inside a run's MLflow model (``runs:/<id>/model``: zorb's .npz under data/)."""
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    import zorb
+
+    with _use_tracking_uri(uri):  # the store runs:/ URIs are read from, restored after
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(folder))
+    return zorb.load(f"{local}/data/model.npz")

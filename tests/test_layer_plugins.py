@@ -3,7 +3,6 @@ CLI (through ``plugins``), saves and loads; and a property of every registered l
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +17,7 @@ from zorb.core.layers import LAYERS
 from zorb.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner_fixtures import cli_env, client, compose, run_cli, runs_of, store, template_store  # noqa: E402,F401
+from runner_fixtures import cli_env, compose, logged_network, run_cli, runs_of, store, template_store  # noqa: E402,F401
 
 
 @zorb.register_layer(data=("gain",))
@@ -122,15 +121,7 @@ def test_cli_runs_a_plugin_layer_from_a_spec(store, tmp_path):
     assert [params[f"network.layers.{i}.type"] for i in range(1, 5)] == ["dense", "gained_tanh", "dense", "softmax"]
     assert params["network.layers.1.units"] == "8" and params["network.name"] == "spec"
     assert run.data.metrics["test_accuracy"] >= 0.8
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(store)  # the store runs:/ URIs are read from
-    try:
-        folder = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path))
-    finally:
-        mlflow.set_tracking_uri(previous)
-    model = zorb.load(Path(folder) / "data" / "model.npz")
+    model = logged_network(store, run.info.run_id, tmp_path)
     assert model.layers[1].kind == "gained_tanh" and model.layers[1].gain.shape == (8,)
 
 

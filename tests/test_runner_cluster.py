@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from cluster_fixtures import mlflow_server, slurm_cluster  # noqa: F401
-from runner_fixtures import ROOT, RUN_PY, cli_env, client, run_cli, runs_of, template_store  # noqa: F401
+from runner_fixtures import ROOT, RUN_PY, cli_env, client, logged_network, run_cli, runs_of, template_store  # noqa: F401
 
 import zorb
 from zorb.data import load_dataset
@@ -50,19 +50,6 @@ def artifact_files(uri: str, run_id: str, path: str | None = None) -> set[str]:
     for item in client(uri).list_artifacts(run_id, path):
         found |= artifact_files(uri, run_id, item.path) if item.is_dir else {item.path}
     return found
-
-
-def logged_network(uri: str, run_id: str, folder) -> zorb.Network:
-    """The network inside a run's MLflow model (``runs:/<id>/model``), read from the server."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(folder))
-    finally:
-        mlflow.set_tracking_uri(previous)
-    return zorb.load(f"{local}/data/model.npz")
 
 
 def test_sweep_through_slurm_into_a_tracking_server(slurm_cluster, mlflow_server, tmp_path):
