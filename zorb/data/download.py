@@ -94,19 +94,18 @@ def _unpacker(name: str) -> pooch.Untar | None:
     return pooch.Untar(members=members, extract_dir=".")
 
 
-def download_with_pooch(name: str, data_dir: Path, base_url: str | None = None,
-                        files: tuple[StandardFile, ...] | None = None) -> None:
+def download_with_pooch(name: str, data_dir: Path, base_url: str | None = None) -> None:
     """Fetch the standard files of ``name`` (one of IMAGE_DATASETS) into data_dir.
 
     base_url: a mirror holding the files at their ``path`` under it (default: the
         environment variable ZORB_DATA_URL, else each file's published ``url``).
-    files: the files and checksums to fetch (default: STANDARD_FILES[name]).
 
-    Files already in place with the right checksum are not downloaded again. Raises
+    STANDARD_FILES[name] says what to fetch (tests put their own files in it). Files
+    already in place with the right checksum are not downloaded again. Raises
     DataError, with nothing of the failed file left in place, when a transfer fails or
     what arrives does not match its checksum.
     """
-    files = STANDARD_FILES[name] if files is None else files
+    files = STANDARD_FILES[name]
     base_url = base_url or os.environ.get(DATA_URL_ENV) or None
     fetcher = pooch.create(
         path=Path(data_dir), base_url=base_url or "",
