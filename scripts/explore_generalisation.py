@@ -11,6 +11,7 @@ strides, activations, each activation's ``eps``, ``relu[inverse=clip]``); ``--rc
 ``--ridge`` replace a case's solver settings (a spec's default is rcond 1e-9, ridge auto).
 ``--validation 0.2`` holds out that share of the training split and scores on it instead of
 the test split: settings are compared there, the test split is read only for the final ones.
+``--layer 5:ridge=10`` gives one layer its own setting (``zorb.fit``'s ``per_layer``).
 ``--passes k`` fits the trained network again, k passes in all: each later pass solves every
 layer against targets pushed back through the layers above as the previous pass left them.
 ``--seeds k`` averages the softmax outputs of k seeds (initial weights and ReLU's draws).
@@ -58,6 +59,15 @@ def ridge_value(text: str):
     return text if text == "auto" else float(text)
 
 
+def layer_option(text: str) -> tuple[int, str, object]:
+    """``"5:ridge=10"`` -> ``(5, "ridge", 10.0)``: one solver setting of one layer (1-based)."""
+    index, _, setting = text.partition(":")
+    key, _, value = setting.partition("=")
+    if not index.isdigit() or not key or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LAYER:KEY=VALUE, e.g. 5:ridge=10")
+    return int(index), key, value if key == "solver" else ridge_value(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mnist_5k")
@@ -67,7 +77,10 @@ def main() -> None:
     parser.add_argument("--solver", default="qr")
     parser.add_argument("--rcond", type=float, default=None)
     parser.add_argument("--ridge", type=ridge_value, default=None, help="a number or 'auto'")
+    parser.add_argument("--layer", type=layer_option, action="append", default=[],
+                        help="one layer's own setting, LAYER:KEY=VALUE (fit's per_layer), e.g. 5:ridge=10")
     parser.add_argument("--passes", type=int, default=1, help="passes over the layers")
+    parser.add_argument("--chunk-rows", type=int, default=None, help="stream the fit in chunks of this many rows")
     parser.add_argument("--seeds", type=int, default=1, help="average the softmax outputs of this many seeds")
     parser.add_argument("--validation", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=None, help="pin the process to this many cores")
@@ -100,12 +113,15 @@ def main() -> None:
             options["rcond"] = args.rcond
         if args.ridge is not None:
             options["ridge"] = args.ridge
+        for index, key, value in args.layer:
+            options.setdefault("per_layer", {}).setdefault(index, {})[key] = value
         started = time.perf_counter()
         probabilities, seed_scores = 0, []
         for seed in range(args.seeds):
             net = zorb.build_network(layers, data.input_shape, output_dim=data.output_dim, seed=seed)
             for _ in range(args.passes):
-                net, report = zorb.fit(net, x_train, y_train, solver=args.solver, seed=seed, **options)
+                net, report = zorb.fit(net, x_train, y_train, solver=args.solver, seed=seed,
+                                       chunk_rows=args.chunk_rows, **options)
             scores = np.asarray(zorb.predict(net, x_test, batch_size=1000))
             seed_scores.append(float(np.mean(scores.argmax(1) == labels)))
             probabilities = probabilities + scores
