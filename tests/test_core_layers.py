@@ -120,17 +120,17 @@ def test_softmax_inverse_of_observed_forward_round_trips(rng):
 
 
 def test_softmax_eps_must_keep_the_normaliser_positive(rng):
-    """s = sum_j exp(h_j - m) - K eps has infimum 1 - K eps: an eps >= 1/K lets it vanish or turn
+    """s = sum_j exp(h_j - m) - K eps > 1 - K eps: an eps above 1/K lets it vanish or turn
     negative, and the forward pass then ranks the outputs backwards."""
-    h = jnp.asarray([[0.0, -30.0, -30.0, -30.0]])
-    below = build(Softmax, (4,), eps=0.24)
-    assert float(below.forward(h).argmax()) == 0
-    assert float(below.observe(h)[1].normalizer[0]) == pytest.approx(1 - 4 * 0.24, rel=1e-9)
-    unchecked = Softmax(in_shape=(4,), eps=0.3)  # what build refuses: s = 1 - 1.2 < 0
+    h = jnp.asarray([[0.0, -3.0, -3.0, -3.0]])
+    at_limit = build(Softmax, (4,), eps=0.25)
+    assert float(at_limit.forward(h).argmax()) == 0
+    assert float(at_limit.observe(h)[1].normalizer[0]) == pytest.approx(3 * np.exp(-3.0), rel=1e-12)
+    unchecked = Softmax(in_shape=(4,), eps=0.3)  # what build refuses: s = 3 exp(-3) - 0.2 < 0
     assert float(unchecked.forward(h).argmax()) != 0
-    with pytest.raises(ConfigError, match=r"softmax eps must be below 1/4 for 4 outputs"):
-        build(Softmax, (4,), eps=0.25)
-    with pytest.raises(ConfigError, match=r"below 1/10"):
+    with pytest.raises(ConfigError, match=r"softmax eps must be at most 1/4 for 4 outputs"):
+        build(Softmax, (4,), eps=0.26)
+    with pytest.raises(ConfigError, match=r"at most 1/10"):
         build(Softmax, (10,), eps=0.3)
 
 

@@ -196,11 +196,11 @@ class Softmax(Layer):
     def build(cls, in_shape: Shape, key, dtype, *, eps=DEFAULT_EPS):
         eps = margin("softmax", eps)
         classes = in_shape[-1]
-        # s = sum_j exp(h_j - m) - classes * eps >= 1 - classes * eps: positive for every input
-        # only below 1 / classes; at or above it s can reach 0 or turn negative, and e_j / s
-        # then inverts the ranking (Fashion-MNIST with eps=0.3: 0.13 accuracy)
-        if classes * eps >= 1:
-            raise ConfigError(f"softmax eps must be below 1/{classes} for {classes} outputs (its normaliser "
+        # s = sum_j exp(h_j - m) - classes * eps > 1 - classes * eps (the max term is 1, the others
+        # positive): positive for every input while eps <= 1 / classes; above it s can reach 0 or
+        # turn negative, and e_j / s then inverts the ranking (Fashion-MNIST, eps=0.3: 0.13 accuracy)
+        if classes * eps > 1:
+            raise ConfigError(f"softmax eps must be at most 1/{classes} for {classes} outputs (its normaliser "
                               f"sum(exp(h - max)) - {classes} * eps must stay positive), got {eps!r}")
         return cls(in_shape=in_shape, eps=eps)
 
