@@ -29,7 +29,7 @@ SHAPES = {
     "iris": ((4,), 3), "boston": ((13,), 1), "sinc": ((1,), 1), "sinc_symmetric": ((1,), 1), "xor": ((2,), 1),
     "two_spirals": ((2,), 1),
 }
-NETWORKS = ["conv_dense", "boston", "sinc", "iris", "xor", "two_spirals", "mnist_6", "mnist_8", "mnist_11",
+NETWORKS = ["conv_dense", "fashion_conv", "boston", "sinc", "iris", "xor", "two_spirals", "mnist_6", "mnist_8", "mnist_11",
             "conv1", "conv2", "conv3"]
 # What PAPER_EXPERIMENTS.md fixes for each paper network: dataset, dense widths (hidden then
 # output), activations in order, conv filters, and ZORB's rcond.

@@ -7,6 +7,7 @@ import pytest
 
 from zorb.core.layers import (LAYERS, Conv2D, Dense, ReLU, Sigmoid, Softmax, Tanh, average_patches, extract_patches,
                          sum_patches)
+from zorb.errors import ConfigError
 from zorb.kernels.special import log1p_nonnegative
 
 KEY = jax.random.key(0)
@@ -116,6 +117,21 @@ def test_softmax_inverse_of_observed_forward_round_trips(rng):
     np.testing.assert_allclose(h_back, h, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(observed.forward(h_back), t, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(np.asarray(t).sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_softmax_eps_must_keep_the_normaliser_positive(rng):
+    """s = sum_j exp(h_j - m) - K eps > 1 - K eps: an eps above 1/K lets it vanish or turn
+    negative, and the forward pass then ranks the outputs backwards."""
+    h = jnp.asarray([[0.0, -3.0, -3.0, -3.0]])
+    at_limit = build(Softmax, (4,), eps=0.25)
+    assert float(at_limit.forward(h).argmax()) == 0
+    assert float(at_limit.observe(h)[1].normalizer[0]) == pytest.approx(3 * np.exp(-3.0), rel=1e-12)
+    unchecked = Softmax(in_shape=(4,), eps=0.3)  # what build refuses: s = 3 exp(-3) - 0.2 < 0
+    assert float(unchecked.forward(h).argmax()) != 0
+    with pytest.raises(ConfigError, match=r"softmax eps must be at most 1/4 for 4 outputs"):
+        build(Softmax, (4,), eps=0.26)
+    with pytest.raises(ConfigError, match=r"at most 1/10"):
+        build(Softmax, (10,), eps=0.3)
 
 
 def test_dense_inverse_with_invertible_weights_round_trips(rng):

@@ -194,7 +194,15 @@ class Softmax(Layer):
 
     @classmethod
     def build(cls, in_shape: Shape, key, dtype, *, eps=DEFAULT_EPS):
-        return cls(in_shape=in_shape, eps=margin("softmax", eps))
+        eps = margin("softmax", eps)
+        classes = in_shape[-1]
+        # s = sum_j exp(h_j - m) - classes * eps > 1 - classes * eps (the max term is 1, the others
+        # positive): positive for every input while eps <= 1 / classes; above it s can reach 0 or
+        # turn negative, and e_j / s then inverts the ranking (Fashion-MNIST, eps=0.3: 0.13 accuracy)
+        if classes * eps > 1:
+            raise ConfigError(f"softmax eps must be at most 1/{classes} for {classes} outputs (its normaliser "
+                              f"sum(exp(h - max)) - {classes} * eps must stay positive), got {eps!r}")
+        return cls(in_shape=in_shape, eps=eps)
 
     def _terms(self, h, axis):
         m = jnp.max(h, axis=axis, keepdims=True)
