@@ -273,10 +273,11 @@ def run_then_exit(entry) -> None:
     elif not isinstance(code, int):  # sys.exit("message"): printed, status 1, as Python does
         sys.stderr.write(f"{code}\n")
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # CPython's own exit path calls the same function
+    # CPython's own exit path, in its order: threading's exit hooks (which tell the worker
+    # threads of concurrent.futures and joblib's loky executor to stop), then the wait for
+    # every non-daemon thread, then the atexit handlers
+    threading._shutdown()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
