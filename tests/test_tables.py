@@ -200,3 +200,26 @@ def test_one_zorb_solver_keeps_the_plain_zorb_row():
     runs = [record("zorb", 0), record("adam", 0, rate=1e-3, curve=[(0, 0.0, 1.0)])]
     runs[0].solver = "svd"
     assert [row.method for row in tables.build_table(runs).shown()] == ["zorb", "adam"]
+
+
+def test_any_sweep_splits_zorb_by_solver_where_the_solver_varies():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from zorb.runner import sweeps
+
+    rows = [{"params.method.name": method, "params.solver.name": solver, "params.seed": str(seed),
+             "metrics.test_accuracy": accuracy + 0.01 * seed, "tags.zorb.job_num": str(job)}
+            for job, (method, solver, accuracy, seed) in enumerate(
+                (m, s, a, seed) for seed in range(2)
+                for m, s, a in (("zorb", "svd", 0.8), ("zorb", "gram", 0.7), ("adam", "qr", 0.6)))]
+    parent = SimpleNamespace(info=SimpleNamespace(run_id="p", run_name="sweep"),
+                             data=SimpleNamespace(tags={sweeps.SWEPT_KEYS_TAG: "method,seed"}))
+    table = sweeps.sweep_table(parent, pd.DataFrame(rows))
+    assert list(zip(table["method.name"], table["solver.name"], table["runs"])) == [
+        ("zorb", "svd", 2), ("zorb", "gram", 2), ("adam", "qr", 2)]
+    assert table["test_accuracy_mean"].tolist() == pytest.approx([0.805, 0.705, 0.605])
+    one_solver = pd.DataFrame([row for row in rows if row["params.solver.name"] != "gram"])
+    one_solver["params.solver.name"] = "qr"
+    assert "solver.name" not in sweeps.sweep_table(parent, one_solver).columns
