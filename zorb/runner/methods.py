@@ -75,13 +75,11 @@ def fit_adam_converged(network: zorb.Network, dataset, solver: SolverSettings, *
     part of the cost). The test set chooses nothing: ``test_curve`` only records it."""
     from zorb.runner.experiment import validation_split
 
-    if not isinstance(learning_rates, list) or not learning_rates:
-        raise ConfigError(f"method.learning_rates must be a non-empty list such as [3e-3, 1e-3, 3e-4], "
-                          f"got {learning_rates!r}")
-    if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float)) or \
-            not 0 < validation_fraction < 1:
-        raise ConfigError(f"method.validation_fraction must be a number in (0, 1), got {validation_fraction!r}")
-    rest, (x_val, y_val, _) = validation_split(dataset, validation_fraction, seed)
+    if not isinstance(learning_rates, list) or not learning_rates or \
+            not all(_positive_number(rate) for rate in learning_rates):
+        raise ConfigError(f"method.learning_rates must be a non-empty list of positive numbers such as "
+                          f"[3e-3, 1e-3, 3e-4], got {learning_rates!r}")
+    rest, (x_val, y_val, _) = validation_split(dataset, check_fraction(validation_fraction), seed)
     watch = {"validation": (x_val, y_val)}
     if check_flag("test_curve", test_curve):
         watch["test"] = curve_test_set(dataset, eval_rows, seed)
@@ -119,12 +117,22 @@ def fit_logreg(network: zorb.Network, dataset, solver: SolverSettings, *, seed: 
     grid = list(C) if isinstance(C, list) else [C]
     rows, validation = dataset.x_train, None
     if len(grid) > 1:
-        rest, (x_val, y_val, _) = validation_split(dataset, validation_fraction, seed)
+        rest, (x_val, y_val, _) = validation_split(dataset, check_fraction(validation_fraction), seed)
         rows, labels, validation = rest.x_train, rest.y_train, (x_val, y_val)
     else:
         labels = dataset.y_train
     return baselines.fit_logistic_regression(rows, labels, C=grid, validation=validation, max_iter=max_iter,
                                              dtype=network.dtype)
+
+
+def _positive_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < float("inf")
+
+
+def check_fraction(value) -> float:
+    if not _positive_number(value) or value >= 1:
+        raise ConfigError(f"method.validation_fraction must be a number in (0, 1), got {value!r}")
+    return float(value)
 
 
 def check_flag(name: str, value) -> bool:
