@@ -274,13 +274,16 @@ def method_label(row: Row) -> str:
 
 def _cell_values(table: Table, row: Row) -> list[str]:
     index = {name: i for i, (name, _) in enumerate(KEY_COLUMNS)}
-    return [DASH if row.cell[index[name]] is None else str(row.cell[index[name]]) for name in table.key_columns]
+    values = [DASH if row.cell[index[name]] is None else str(row.cell[index[name]]) for name in table.key_columns]
+    return [DATASET_LABELS.get(value, value) if name == "dataset" else value
+            for name, value in zip(table.key_columns, values)]
 
 
 TIME_TO_ACCURACY = "time to ZORB's test accuracy (s)"
 TIME_TO_ACCURACY_NOTE = (
     "Time to ZORB's test accuracy: the seconds a method needs until its test accuracy first reaches "
-    "the test accuracy of ZORB with the same seed (ZORB with svd where the sweep ran several solvers): "
+    "the test accuracy of ZORB with the same seed (where the sweep ran several solvers, the first of svd, "
+    "qr, gram that it ran): "
     "for Adam, the training seconds at the first point of its test-accuracy curve at or above it "
     "(measured off the clock; the test set chooses nothing); for a method without a curve, its fit "
     "time if its final test accuracy reaches it. Mean ± std over the seeds that reached it; "
