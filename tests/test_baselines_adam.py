@@ -50,13 +50,13 @@ def test_curve_is_monotone_in_time_and_ends_at_the_fit_time(iris):
 def test_the_clock_excludes_the_evaluations(iris, monkeypatch):
     data, net = iris
     train_adam(net, data.x_train, data.y_train, learning_rate=1e-2, steps=300, eval_every=50)  # compile first
-    slow_scores = adam.scores
+    fast_forward = adam.forward_all
 
-    def scores(*args, **kwargs):
+    def forward_all(*args, **kwargs):  # each evaluation of the curve's train error
         time.sleep(0.2)
-        return slow_scores(*args, **kwargs)
+        return fast_forward(*args, **kwargs)
 
-    monkeypatch.setattr(adam, "scores", scores)
+    monkeypatch.setattr(adam, "forward_all", forward_all)
     started = time.perf_counter()
     _, report = train_adam(net, data.x_train, data.y_train, learning_rate=1e-2, steps=300, eval_every=50)
     assert time.perf_counter() - started > 7 * 0.2

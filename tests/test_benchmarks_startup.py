@@ -32,6 +32,9 @@ def test_quick_startup_breakdown(tmp_path):
                            ("compile", "compile_seconds"), ("logging", "logging_seconds")):
             assert float(figures[phase]) == pytest.approx(run.data.metrics[key], abs=0.006)
     assert "warm compile / cold compile" in done.stdout and "iris run: warm wall" in done.stdout
+    floor = dict(re.findall(r"(import [\w.]+(?: \+ [\w ]+)?) (\d+\.\d+)", done.stdout.split("floor", 1)[1]))
+    assert set(floor) == {"import jax.numpy", "import mlflow + open its SQLite store"}
+    assert all(float(seconds) > 0 for seconds in floor.values())
     # the warm runs found what the cold ones left: parsed datasets and compiled programs
     assert (tmp_path / "cache" / "data" / "mnist_5k-seed0" / "x_train.npy").is_file()
     assert any((tmp_path / "cache" / "jax").iterdir())

@@ -1,4 +1,4 @@
-"""scripts/prepare_data.py: idempotent, offline parts only (never downloads)."""
+"""scripts/prepare_data.py: idempotent, offline parts only (downloads: test_data_download.py)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_from_debian_without_package(prepare_data, tmp_path, monkeypatch, capsys
 def test_download_needs_torchvision(prepare_data, tmp_path, capsys):
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed; this test checks the message when it is not")
-    assert prepare_data.main(["cifar10", "--data-dir", str(tmp_path)]) == 1
+    assert prepare_data.main(["cifar10", "--with", "torchvision", "--data-dir", str(tmp_path)]) == 1
     assert ".[vision]" in capsys.readouterr().err
 
 

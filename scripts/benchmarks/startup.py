@@ -7,6 +7,9 @@ eval_seconds, logging_seconds), then the ratios against the start-up targets.
     python scripts/benchmarks/startup.py --quick    # the same runs shrunk by profile=smoke (CI)
     python scripts/benchmarks/startup.py --full     # also python run.py -m experiment=paper_a (350 runs)
 
+It also times the libraries' floor: a bare interpreter, ``import jax.numpy``, and importing
+MLflow and opening the store (each in its own process).
+
 Targets (on an idle machine): the default run's warm wall time at most its fit + 3 s; the
 iris run's warm wall time at most 3 s; a warm run's compile time at most 10% of the cold
 run's; the paper_a sweep within 3 minutes. Timings vary with the machine's load: the
@@ -65,6 +68,31 @@ def metrics_of(workdir: Path, experiment: str, count: int) -> list[dict[str, flo
     return [run.data.metrics for run in reversed(runs)]
 
 
+FLOOR = {  # what any tracked run's process pays before zorb does anything of its own
+    "python": "pass",
+    "import jax.numpy": "import jax.numpy",
+    "import mlflow + open its SQLite store": (
+        "import sys; from mlflow.tracking import MlflowClient; "
+        "MlflowClient(tracking_uri=sys.argv[1]).search_experiments(max_results=1)"),
+}
+
+
+def floor(workdir: Path) -> dict[str, float]:
+    """Wall seconds of a bare interpreter, of importing JAX, and of importing MLflow and
+    opening an existing SQLite store (each the best of 2, in its own process): the libraries'
+    share of a run's start-up, which no change to zorb removes."""
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    seconds = {}
+    for name, code in FLOOR.items():
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code, uri], check=True, capture_output=True)
+            times.append(time.perf_counter() - started)
+        seconds[name] = min(times)
+    return seconds
+
+
 def breakdown(name: str, timing: tuple[float, float], metrics: dict[str, float]) -> str:
     wall, cpu = timing
     parts = [f"{phase} {metrics.get(key, float('nan')):6.2f}" for phase, key in PHASES.items()]
@@ -99,6 +127,8 @@ def main() -> None:
             print(f"python run.py {' '.join(arguments + extra)}".rstrip())
             print(breakdown("cold", timings[0], cold))
             print(breakdown("warm", timings[1], warm))
+        print("the libraries' floor (own process each, best of 2): " + ", ".join(
+            f"{name} {value:.2f}" for name, value in floor(workdir).items()))
         print("targets (warm = the second run, same shapes, same cache):")
         timings, _, warm = results["default"]
         print(verdict("default run: warm wall - fit", timings[1][0] - warm["fit_seconds"], DEFAULT_SLACK_SECONDS))

@@ -15,7 +15,8 @@ TASKS = ("classification", "binary", "regression")
 
 
 @jax.jit
-def _forward_all(network: Network, x):
+def forward_all(network: Network, x):
+    """The network's output for a batch ``x`` (on the device), in one compiled call."""
     for layer in network.layers:
         x = layer.forward(x)
     return x
@@ -30,10 +31,10 @@ def predict(network: Network, X, *, batch_size: int | None = None,
         raise ConfigError(f"X must have shape (N, {', '.join(map(str, network.input_shape))}), got {x.shape}")
     dtype = network.dtype
     if batch_size is None or batch_size >= len(x):
-        return np.asarray(_forward_all(network, jnp.asarray(x, dtype)))
+        return np.asarray(forward_all(network, jnp.asarray(x, dtype)))
     outputs = []
     for start in range(0, len(x), batch_size):
-        outputs.append(np.asarray(_forward_all(network, jnp.asarray(x[start:start + batch_size], dtype))))
+        outputs.append(np.asarray(forward_all(network, jnp.asarray(x[start:start + batch_size], dtype))))
         if progress is not None:
             progress(len(outputs[-1]))
     return np.concatenate(outputs)

@@ -1,8 +1,8 @@
 """MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from their standard files.
 
 The files live under ``data_dir`` in the layout torchvision's dataset classes use, so a
-directory torchvision filled works as is, and ``download=True`` fills it through
-torchvision (the optional extra ``vision``):
+directory torchvision filled works as is; ``download=True`` fills it with pooch
+(zorb.data.download):
 
     <data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
     <data_dir>/FashionMNIST/raw/  (same four names)
@@ -66,14 +66,6 @@ CIFAR_LAYOUTS = {
     ),
     "cifar100": CifarLayout("cifar-100-python", ("train",), ("test",), b"fine_labels", 100),
 }
-
-_TORCHVISION_CLASSES = {
-    "mnist": "MNIST",
-    "fashion_mnist": "FashionMNIST",
-    "cifar10": "CIFAR10",
-    "cifar100": "CIFAR100",
-}
-
 
 class MissingDataFiles(DataError):
     """The standard files of an image dataset are not (all) in data_dir."""
@@ -236,27 +228,6 @@ def read_image_dataset(name: str, data_dir: Path, fallback: bool = True) -> RawD
     return read_cifar_dataset(name, data_dir)
 
 
-def download_with_torchvision(name: str, data_dir: Path) -> None:
-    """Fetch both splits of ``name`` into data_dir through torchvision's dataset class."""
-    try:
-        import torchvision.datasets  # optional extra: a multi-GB install, imported late
-    except ImportError:
-        raise DataError(
-            f"downloading {name} needs torchvision: install it with pip install -e '.[vision]', "
-            f"or put the files under {dataset_dir(name, data_dir).absolute()} yourself"
-        ) from None
-    dataset_class = getattr(torchvision.datasets, _TORCHVISION_CLASSES[name])
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    for train in (True, False):
-        try:
-            dataset_class(root=str(data_dir), train=train, download=True)
-        except Exception as exc:  # network and archive failures come in many types
-            raise DataError(
-                f"torchvision could not download {name} into {data_dir} ({exc}); "
-                "check the network connection or put the files there yourself"
-            ) from exc
-
-
 def copy_debian_fashion_mnist(data_dir: Path) -> list[Path]:
     """Copy the Debian package's Fashion-MNIST files into <data_dir>/FashionMNIST/raw."""
     sources = [Path(DEBIAN_FASHION_MNIST_DIR) / f"{stem}.gz" for stem in IDX_FILES.values()]
@@ -285,7 +256,10 @@ def image_loader(name: str):
         except MissingDataFiles:
             if not download:
                 raise
-        download_with_torchvision(name, data_dir)
+        # Imported here: zorb.data.download builds on this module's layout.
+        from zorb.data.download import download_with_pooch
+
+        download_with_pooch(name, data_dir)
         return read_image_dataset(name, data_dir)
 
     load.__name__ = f"load_{name}"

@@ -164,7 +164,8 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike = "data", seed: int =
         balanced: draw train_samples / num_classes training samples of every class.
         replace: draw the training subset with replacement.
         flatten: images as (N, H*W*C) rows instead of (N, H, W, C).
-        download: fetch missing standard files with torchvision (extra ``vision``).
+        download: fetch missing standard files with pooch (zorb.data.download; the
+            environment variable ZORB_DATA_URL names a mirror).
         cache_dir: keep the parsed files (and seeded splits) as ``.npy`` here and read them
             back while their sources are unchanged (``zorb.data.cache``); None: parse every time.
 
