@@ -35,7 +35,8 @@ def write_table(client, experiment: str, out_dir: Path, parent_run_id: str | Non
     records, statuses = tables.read_sweep(client, parent)
     if not records:
         raise LookupError(f"sweep run {parent.info.run_id} of experiment={experiment} has no finished runs")
-    table = tables.build_table(records, title=f"{experiment}: mean ± std over seeds")
+    datasets = ", ".join(dict.fromkeys(tables.DATASET_LABELS.get(r.dataset, r.dataset) for r in records))
+    table = tables.build_table(records, title=f"{experiment} ({datasets}): mean ± std over seeds")
     table.notes = tables.sweep_notes(experiment, parent, statuses, records) + table.notes
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{experiment}.md", out_dir / f"{experiment}.csv"]

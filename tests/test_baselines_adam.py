@@ -189,3 +189,38 @@ def test_eval_rows_measures_the_curve_on_a_fixed_subset(iris):
     assert report.curve[0][2] != zorb.evaluate(net, data.x_train, data.y_train)["error"]
     everything = train_adam(net, data.x_train, data.y_train, learning_rate=1e-2, steps=100, eval_rows=500)[1]
     assert everything.eval_rows == 105
+
+
+def test_watched_accuracy_and_early_stopping_keep_the_best_weights(iris):
+    data, net = iris
+    x_val, y_val = data.x_test[:20], data.y_test[:20]
+    trained, report = train_adam(net, data.x_train, data.y_train, learning_rate=3e-2, steps=20_000, eval_every=20,
+                                 seed=0, watch={"validation": (x_val, y_val), "test": (data.x_test, data.y_test)},
+                                 stop_on="validation", patience=3)
+    history = report.accuracy_curves["validation"]
+    assert len(history) == len(report.curve) == len(report.accuracy_curves["test"])
+    best = int(np.argmax(history))  # the first point of the best accuracy
+    assert report.best_step == report.curve[best][0]
+    assert report.steps_run < 20_000 and len(history) - 1 - best == 3  # stopped after 3 points without progress
+    assert zorb.evaluate(trained, x_val, y_val)["accuracy"] == history[best]  # the best point's weights, restored
+    # each point measures the weights of that step: the test curve at the kept step is the kept network's
+    assert zorb.evaluate(trained, data.x_test, data.y_test)["accuracy"] == report.accuracy_curves["test"][best]
+    # without stop_on the same run goes on: the watch changes nothing of the training
+    _, full = train_adam(net, data.x_train, data.y_train, learning_rate=3e-2, steps=report.steps_run,
+                         eval_every=20, seed=0, watch={"validation": (x_val, y_val)})
+    assert full.accuracy_curves["validation"] == history and full.best_step is None
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"stop_on": "validation", "patience": 2}, "stop_on='validation' is not a watched set"),
+    ({"watch": {"v": None}, "patience": 2}, "patience needs stop_on"),
+    ({"watch": {"v": None}, "stop_on": "v", "patience": 0}, "patience must be an integer >= 1"),
+    ({"watch": {"v": "regression"}}, "has no accuracy"),
+])
+def test_bad_early_stopping_options_give_one_clear_error(iris, options, message):
+    data, net = iris
+    watch = options.pop("watch", {})
+    watch = {name: ((data.x_test, data.x_test[:, :3] * 7.5) if kind == "regression" else (data.x_test, data.y_test))
+             for name, kind in watch.items()}
+    with pytest.raises(zorb.ConfigError, match=message):
+        train_adam(net, data.x_train, data.y_train, learning_rate=1e-2, steps=10, watch=watch, **options)

@@ -16,8 +16,18 @@ from zorb.runner import experiments
 
 from zorb.runner import callbacks as hydra_callbacks
 
-EXPERIMENTS = {"paper_a": 350, "paper_b": 9, "paper_c": 480}
-SMOKE_JOBS = {"paper_a": 5 * 7 * 2, "paper_b": 3 * 3 * 2, "paper_c": 3 * 8 * 2 * 2}
+EXPERIMENTS = {"paper_a": 350, "paper_b": 9, "paper_c": 480, "paper_b_fashion": 3 * 7, "paper_c_fashion": 3 * 8 * 1 * 4}
+SMOKE_JOBS = {"paper_a": 5 * 7 * 2, "paper_b": 3 * 3 * 2, "paper_c": 3 * 8 * 2 * 2, "paper_b_fashion": 3 * 7 * 2,
+              "paper_c_fashion": 3 * 8 * 2 * 4}
+# The Fashion-MNIST experiments smoke one seed (every network and method; for C two of the
+# eight training-set sizes): a quarter (B: half) of their smoke jobs, so the five sweeps share the
+# machine in reasonable time.
+SMOKE_OVERRIDES = {"paper_a": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                   "paper_b_fashion": ["seed=0"], "paper_c_fashion": ["seed=0", "dataset.train_samples=10,1280"]}
+SMOKE_RUNS = {**SMOKE_JOBS, "paper_b_fashion": 3 * 7, "paper_c_fashion": 3 * 2 * 4}
+SMOKE_METHODS = {"paper_a": {"zorb", "mlelm", "adam"}, "paper_b": {"zorb", "mlelm", "adam"}, "paper_c": {"zorb", "adam"},
+                 "paper_b_fashion": {"zorb", "mlelm", "adam", "adam_converged", "logreg"},
+                 "paper_c_fashion": {"zorb", "adam", "adam_converged", "logreg"}}
 TABLES_PY = ROOT / "scripts" / "tables.py"
 
 
@@ -28,6 +38,47 @@ def composed(*overrides: str):
     experiments.register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("network, rate", [("mnist_6", 1e-3), ("mnist_8", 1e-3), ("mnist_11", 5e-4)])
+def test_paper_b_fashion_settings(network, rate):
+    def cfg(method):
+        return compose("experiment=paper_b_fashion", f"network={network}", f"method={method}")
+
+    adam = cfg("adam")
+    assert (adam.dataset.name, adam.dataset.train_samples, adam.dataset.test_samples) == ("fashion_mnist", None, None)
+    assert (adam.method.learning_rate, adam.method.steps, adam.method.loss, adam.method.test_curve) == (
+        rate, 5000, "sse", True)
+    assert adam.seed == 0 and adam.network.name == network
+    assert [(cfg(f"zorb_{s}").solver.name, cfg(f"zorb_{s}").solver.rcond, cfg(f"zorb_{s}").method.name)
+            for s in ("svd", "qr", "gram")] == [("svd", 1e-15, "zorb"), ("qr", 1e-15, "zorb"), ("gram", 1e-7, "zorb")]
+    assert cfg("mlelm").solver.rcond == 1e-15
+    converged = cfg("adam_converged").method
+    assert (list(converged.learning_rates), converged.validation_fraction, converged.eval_every, converged.patience,
+            converged.loss) == ([3e-3, 1e-3, 3e-4], 0.1, 1688, 5, "cross_entropy")
+    assert list(cfg("logreg").method.C) == [0.01, 0.1, 1.0]
+    params = composed("experiment=paper_b_fashion").hydra.sweeper.params
+    assert params.method.split(",") == ["zorb_svd", "zorb_qr", "zorb_gram", "mlelm", "adam", "adam_converged", "logreg"]
+
+
+@pytest.mark.parametrize("network, rcond, rate", [("conv1", 1e-2, 1e-3), ("conv2", 1e-9, 1e-3), ("conv3", 1e-9, 1e-4)])
+def test_paper_c_fashion_settings_and_the_conv_networks_on_28x28x1(network, rcond, rate, tmp_path):
+    cfg = compose("experiment=paper_c_fashion", f"network={network}", "method=adam", "dataset.train_samples=40")
+    assert (cfg.solver.name, cfg.solver.rcond) == ("svd", rcond)
+    assert (cfg.method.learning_rate, cfg.method.steps, cfg.method.loss, cfg.method.test_curve) == (
+        rate, 200_000, "cross_entropy", True)
+    assert (cfg.dataset.name, cfg.dataset.train_samples, cfg.dataset.balanced, cfg.dataset.replace,
+            cfg.dataset.test_samples) == ("fashion_mnist", 40, True, True, None)
+    params = composed("experiment=paper_c_fashion").hydra.sweeper.params
+    assert params["dataset.train_samples"] == "10,20,40,80,160,320,640,1280"
+    assert params.method == "zorb,adam,adam_converged,logreg" and "seed" not in params and cfg.seed == 0
+    # the paper's CIFAR-10 networks build on Fashion-MNIST's 28x28x1 images: 3x3 valid convolutions
+    import zorb
+
+    net = zorb.build_network([dict(s) for s in cfg.network.layers], (28, 28, 1), output_dim=10)
+    side = 28 - 2 * len(net.parametric_indices[:-1])
+    filters = {"conv1": 32, "conv2": 64, "conv3": 128}[network]
+    assert net.layers[-2].in_shape == (side * side * filters,) and net.output_shape == (10,)
 
 
 def test_every_experiment_file_is_an_option_of_the_experiment_group():
@@ -124,13 +175,13 @@ def smoke(tmp_path_factory, template_store):
     data_dir = root / "data"
     write_tiny_mnist(data_dir, n_train=60, n_test=20)
     write_tiny_cifar(data_dir, kind="cifar10", n_train=40, n_test=20)
-    extra = {"paper_a": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "paper_b": [], "paper_c": []}
+    write_tiny_mnist(data_dir, n_train=60, n_test=20, name="FashionMNIST", seed=1)  # not Debian's full set
     processes = {}
     for name in EXPERIMENTS:
         log = open(root / f"{name}.log", "w")
         processes[name] = (subprocess.Popen(
             [sys.executable, str(RUN_PY), "-m", f"experiment={name}", "profile=smoke", f"data_dir={data_dir}",
-             f"tracking.uri={uri}", f"hydra.sweep.dir={root / name}", *extra[name]],
+             f"tracking.uri={uri}", f"hydra.sweep.dir={root / name}", *SMOKE_OVERRIDES.get(name, [])],
             cwd=root, env=cli_env(), stdout=log, stderr=subprocess.STDOUT), log)
     codes = {}
     for name, (process, log) in processes.items():
@@ -158,11 +209,15 @@ def test_smoke_sweep_runs_every_job(smoke, name):
     assert smoke["codes"][name] == 0, log[-3000:]
     parent, children = sweep_runs(smoke["uri"], name)
     assert parent.info.status == "FINISHED" and parent.data.tags["zorb.experiment"] == name
-    assert len(children) == SMOKE_JOBS[name]
+    assert len(children) == SMOKE_RUNS[name]
     assert all(c.info.status == "FINISHED" and c.data.tags["zorb.experiment"] == name for c in children)
     assert all(c.data.params["limits.width"] == "4" for c in children)
     methods = {c.data.params["method.name"] for c in children}
-    assert methods == ({"zorb", "adam"} if name == "paper_c" else {"zorb", "mlelm", "adam"})
+    assert methods == SMOKE_METHODS[name]
+    if name == "paper_b_fashion":  # ZORB once per solver, each at its cut
+        zorb = [c.data.params for c in children if c.data.params["method.name"] == "zorb"]
+        assert sorted({(p["solver.name"], p["solver.rcond"]) for p in zorb}) == [
+            ("gram", "1e-07"), ("qr", "1e-15"), ("svd", "1e-15")]
 
 
 REGRESSION = ("boston", "sinc")
@@ -180,7 +235,8 @@ def test_tables_from_the_smoke_sweeps_fill_every_cell(smoke):
         table = text.split("\n\n")[1].splitlines()  # the main table
         header = [cell.strip() for cell in table[0].strip("|").split("|")]
         rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
-        assert len(rows) >= {"paper_a": 15, "paper_b": 9, "paper_c": 48}[name]
+        assert len(rows) >= {"paper_a": 15, "paper_b": 9, "paper_c": 48, "paper_b_fashion": 21,
+                             "paper_c_fashion": 24}[name]
         for row in rows:
             cells = dict(zip(header, row))
             assert all(cells.values()), row
@@ -198,6 +254,14 @@ def test_tables_from_the_smoke_sweeps_fill_every_cell(smoke):
         assert {f"tables/{name}.md", f"tables/{name}.csv"} <= logged
         assert {path for path in logged if path.startswith("tables/sweep_")} == {
             f"tables/sweep_{parent.info.run_id}.{suffix}" for suffix in ("md", "csv", "png")}
+    for name in ("paper_b_fashion", "paper_c_fashion"):
+        text = (out / f"{name}.md").read_text()
+        assert text.startswith(f"# {name} (Fashion-MNIST): ") and "time to ZORB's test accuracy (s)" in text
+        assert "Adam to convergence" in text and "logistic regression (scikit-learn)" in text
+    labels = [line.split(" | ")[1] for line in (out / "paper_b_fashion.md").read_text().splitlines()
+              if line.startswith("| mnist_6 |")]
+    assert labels == ["ZORB (svd)", "ZORB (qr)", "ZORB (gram)", "ML-ELM", "Adam",
+                      "Adam to convergence (rate by validation, early stopping)", "logistic regression (scikit-learn)"]
     paper_a = (out / "paper_a.md").read_text()
     assert "rate by test error (paper)" in paper_a and "Adam at every learning rate" in paper_a
     assert os.path.getsize(out / "paper_c.csv") > 0

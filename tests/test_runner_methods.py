@@ -72,6 +72,11 @@ def test_mlelm_through_the_runner_is_the_baseline_from_the_same_weights(store, t
     (["method=zorb", "+method.steps=10"], "method zorb has no option 'steps' (it takes none)"),
     (["method=adam", "~method.steps"], "method adam needs method.steps"),
     (["method=adam", "method.loss=hinge"], "unknown loss 'hinge'"),
+    (["method=adam_converged", "method.learning_rates=[1e-3,-1]"], "method.learning_rates must be a non-empty list"),
+    (["method=adam_converged", "method.validation_fraction=1.5"], "method.validation_fraction must be a number"),
+    (["method=logreg", "method.validation_fraction=0"], "method.validation_fraction must be a number in (0, 1)"),
+    (["method=logreg", "method.C=[1.0,-2.0]"], "C must be a positive number or a non-empty list"),
+    (["method=adam", "method.test_curve=maybe"], "method.test_curve must be true or false"),
     (["validation_fraction=1"], "validation_fraction must be a number in [0, 1)"),
     (["limits.width=0"], "limits.width must be a positive integer or null"),
     (["init_file=/nonexistent/init.npz"], "init_file /nonexistent/init.npz does not exist"),
@@ -134,3 +139,51 @@ def test_smoke_profile_sets_the_limits():
     assert dict(cfg.limits) == {"train_samples": 20, "test_samples": 40, "width": 4, "steps": 50}
     assert compose("experiment=paper_a").limits.width is None
     assert Path(runner.__file__).name == "job.py"
+
+
+def test_adam_converged_logs_the_chosen_rate_its_stop_and_its_curves(store):
+    """The rate with the best validation accuracy wins; the run's network is that rate's best point,
+    and the MLflow run holds every rate's validation accuracy and the chosen run's curves."""
+    cfg = compose("dataset=iris", "method=adam_converged", "method.learning_rates=[3e-2,1e-3]",
+                  "method.max_steps=3000", "method.eval_every=50", "method.patience=4",
+                  "method.validation_fraction=0.2", f"tracking.uri={store}", "tracking.log_model=false")
+    metrics = runner.main(cfg)
+    run = only_run(store)
+    data = load_dataset("iris", seed=0)
+    rest, (x_val, y_val, _) = experiment.validation_split(data, 0.2, 0)
+    net = zorb.build_network([dict(s) for s in cfg.network.layers], data.input_shape, output_dim=3, seed=0)
+    found = {}
+    for rate in (3e-2, 1e-3):
+        trained, report = baselines.train_adam(net, rest.x_train, rest.y_train, learning_rate=rate, steps=3000,
+                                               eval_every=50, loss="cross_entropy", seed=0,
+                                               watch={"validation": (x_val, y_val)}, stop_on="validation", patience=4)
+        found[rate] = (max(report.accuracy_curves["validation"]), trained, report)
+    rate = max(found, key=lambda r: (found[r][0], r))
+    best, trained, report = found[rate]
+    logged = run.data.metrics
+    assert logged["adam.learning_rate"] == rate and logged["adam.best_step"] == report.best_step
+    assert logged["adam.val_accuracy.lr0.03"] == found[3e-2][0] and logged["adam.val_accuracy.lr0.001"] == found[1e-3][0]
+    assert logged["adam.steps_run"] == report.steps_run < 3000 and logged["val_samples"] == len(x_val) == 21
+    assert metrics["test_accuracy"] == zorb.evaluate(trained, data.x_test, data.y_test)["accuracy"]
+    validation = history(store, run, "curve.validation_accuracy")
+    test = history(store, run, "curve.test_accuracy")
+    assert [s for s, _ in validation] == [s for s, _ in test] == list(range(0, report.steps_run + 1, 50))
+    assert max(v for _, v in validation) == best
+    assert logged["fit_seconds"] > logged["adam.chosen_fit_seconds"] > 0  # every rate's training counts
+
+
+def test_logreg_through_the_runner_is_scikit_learns_model_as_a_network(store, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    metrics = runner.main(compose("dataset=digits", "method=logreg", "method.C=0.05", f"tracking.uri={store}"))
+    run = only_run(store)
+    data = load_dataset("digits", seed=0)
+    flat = lambda x: x.reshape(len(x), -1)  # noqa: E731
+    model = LogisticRegression(C=0.05, max_iter=1000).fit(flat(data.x_train), data.labels_train)
+    assert metrics["test_accuracy"] == pytest.approx(model.score(flat(data.x_test), data.labels_test))
+    assert run.data.metrics["logreg.C"] == 0.05
+    from runner_fixtures import logged_network
+
+    network = logged_network(store, run.info.run_id, tmp_path)
+    assert [layer.kind for layer in network.layers] == ["flatten", "dense", "softmax"]
+    np.testing.assert_array_equal(zorb.predict(network, data.x_test).argmax(1), model.predict(flat(data.x_test)))

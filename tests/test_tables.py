@@ -157,3 +157,69 @@ def test_any_sweep_is_grouped_by_its_swept_keys_but_seed():
     figure = sweeps.sweep_figure(parent, runs, table)
     assert [ax.get_xlabel() for ax in figure.axes] == ["dataset.name"]
     assert len(figure.axes[0].get_legend().get_texts()) == 2  # one line per method
+
+
+def test_each_zorb_solver_is_a_row_and_every_method_has_its_time_to_zorbs_test_accuracy():
+    """A sweep of ZORB's solvers beside Adam (a test-accuracy curve), Adam to convergence (its
+    chosen rates) and logistic regression (no curve): svd is the ZORB they are measured against."""
+    runs = []
+    for seed in range(2):
+        for solver, accuracy, seconds in (("svd", 0.80, 2.0), ("qr", 0.80, 1.0), ("gram", 0.79, 0.5)):
+            run = record("zorb", seed, test_accuracy=accuracy, fit_seconds=seconds, order=0)
+            run.solver = solver
+            runs.append(run)
+        adam = record("adam", seed, rate=1e-3, curve=[(0, 0.0, 1.0), (10, 3.0, 0.5), (20, 6.0, 0.1)], order=1)
+        adam.test_accuracy_curve = [(0.0, 0.1), (3.0, 0.75), (6.0, 0.80 + 0.01 * seed)]
+        runs.append(adam)
+        converged = record("adam_converged", seed, curve=[(0, 0.0, 1.0), (10, 4.0, 0.2)], fit_seconds=12.0,
+                           order=2, **{"adam.learning_rate": 1e-3 if seed == 0 else 3e-4})
+        converged.test_accuracy_curve = [(0.0, 0.1), (4.0, 0.85)]
+        runs.append(converged)
+        runs.append(record("logreg", seed, test_accuracy=0.7 + 0.2 * seed, fit_seconds=9.0, order=3))
+    table = tables.build_table(runs)
+    rows = {row.method: row for row in table.shown()}
+    assert list(rows) == ["zorb_svd", "zorb_qr", "zorb_gram", "adam", "adam_converged", "logreg"]
+    assert rows["zorb_svd"].time_to_accuracy.mean == 2.0 and rows["zorb_qr"].time_to_accuracy.mean == 1.0
+    assert rows["zorb_gram"].time_to_accuracy.count == 0 and rows["zorb_gram"].accuracy_pairs == 2
+    assert rows["adam"].time_to_accuracy.mean == 6.0 and rows["adam"].time_to_accuracy.count == 2
+    assert rows["adam_converged"].time_to_accuracy.mean == 4.0
+    assert rows["logreg"].time_to_accuracy.mean == 9.0 and rows["logreg"].time_to_accuracy.count == 1
+    # the speed-up pairs Adam with ZORB (svd): 6 s to reach its train error 0.1, over its 2 s
+    assert rows["adam"].speedup.mean == pytest.approx(3.0)
+    text = tables.markdown(table)
+    lines = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| iris |")}
+    assert lines["ZORB (gram)"].endswith("| not reached (0/2) |")
+    assert lines["logistic regression (scikit-learn)"].endswith("| 9 (reached 1/2) |")
+    assert "| 1e-3 (x1), 3e-4 (x1) |" in lines["Adam to convergence (rate by validation, early stopping)"]
+    assert "Time to ZORB's test accuracy" in text
+    [csv_row] = [r for r in csv.DictReader(io.StringIO(tables.csv_text(table))) if r["method"] == "adam_converged"]
+    assert csv_row["time_to_accuracy_mean"] == "4.0" and csv_row["chosen_rates"] == "0.001 0.0003"
+
+
+def test_one_zorb_solver_keeps_the_plain_zorb_row():
+    runs = [record("zorb", 0), record("adam", 0, rate=1e-3, curve=[(0, 0.0, 1.0)])]
+    runs[0].solver = "svd"
+    assert [row.method for row in tables.build_table(runs).shown()] == ["zorb", "adam"]
+
+
+def test_any_sweep_splits_zorb_by_solver_where_the_solver_varies():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from zorb.runner import sweeps
+
+    rows = [{"params.method.name": method, "params.solver.name": solver, "params.seed": str(seed),
+             "metrics.test_accuracy": accuracy + 0.01 * seed, "tags.zorb.job_num": str(job)}
+            for job, (method, solver, accuracy, seed) in enumerate(
+                (m, s, a, seed) for seed in range(2)
+                for m, s, a in (("zorb", "svd", 0.8), ("zorb", "gram", 0.7), ("adam", "qr", 0.6)))]
+    parent = SimpleNamespace(info=SimpleNamespace(run_id="p", run_name="sweep"),
+                             data=SimpleNamespace(tags={sweeps.SWEPT_KEYS_TAG: "method,seed"}))
+    table = sweeps.sweep_table(parent, pd.DataFrame(rows))
+    assert list(zip(table["method.name"], table["solver.name"], table["runs"])) == [
+        ("zorb", "svd", 2), ("zorb", "gram", 2), ("adam", "qr", 2)]
+    assert table["test_accuracy_mean"].tolist() == pytest.approx([0.805, 0.705, 0.605])
+    one_solver = pd.DataFrame([row for row in rows if row["params.solver.name"] != "gram"])
+    one_solver["params.solver.name"] = "qr"
+    assert "solver.name" not in sweeps.sweep_table(parent, one_solver).columns

@@ -4,6 +4,7 @@
     zorb_net, zorb_report = zorb.fit(net, X, Y, rcond=1e-15, seed=seed)
     adam_net, adam_report = train_adam(net, X, Y, learning_rate=1e-2, steps=5000, seed=seed)
     elm_net, elm_report = fit_mlelm(net, X, Y, rcond=1e-15)
+    logreg_net, logreg_report = fit_logistic_regression(X, Y, C=1.0)   # a reference, not from ``net``
 
 All three start from the same arrays: ``zorb.build_network`` draws every initial weight from
 the seed, and no baseline re-initialises anything. ``save_initial_weights`` and
@@ -62,6 +63,7 @@ def load_initial_weights(network: Network, path: str | os.PathLike) -> Network:
     return network.with_weights(saved.weights)
 
 
+from zorb.baselines.logistic import LogisticReport, fit_logistic_regression  # noqa: E402
 from zorb.baselines.mlelm import MLELMReport, fit_mlelm  # noqa: E402
 
 # Adam needs optax (a second of imports): loaded on first use, so ZORB's runs never pay for it.
@@ -78,5 +80,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "check_untrained", "save_initial_weights", "load_initial_weights", "LOSSES", "AdamReport", "batch_indices",
-    "speedup", "train_adam", "MLELMReport", "fit_mlelm",
+    "speedup", "train_adam", "MLELMReport", "fit_mlelm", "LogisticReport", "fit_logistic_regression",
 ]

@@ -8,14 +8,17 @@ seed and the step number, so a seed fixes every batch.
 The training loop runs compiled, ``eval_every`` steps per call; between calls the paper's
 train error (``zorb.scores``' ``error``, the mean Euclidean norm of the residual) is
 evaluated outside the clock, so ``fit_seconds`` counts training only (the paper's own code
-timed a full evaluation after every step; PAPER_EXPERIMENTS.md, "Known quirks").
+timed a full evaluation after every step; PAPER_EXPERIMENTS.md, "Known quirks"). The
+accuracy on other named sets (``watch``: a validation split, the test set) can be measured
+at the same points, also off the clock, and one of them can stop the training early
+(``stop_on``, ``patience``), keeping the weights of its best point.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import jax
@@ -26,7 +29,7 @@ import optax
 from zorb.baselines import check_untrained
 from zorb.errors import ConfigError
 from zorb.core.fit import as_data
-from zorb.core.metrics import forward_all, scores
+from zorb.core.metrics import forward_all, infer_task, predict, scores
 from zorb.core.network import Network
 from zorb.core.timing import timed
 
@@ -72,6 +75,17 @@ class AdamReport:
     """``GRADIENTS``: the true derivative or a straight-through estimator."""
     layers: list = dataclasses.field(default_factory=list)
     """Empty: kept so that code iterating a ZORB ``FitReport``'s ``layers`` works on this report."""
+    accuracy_curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    """Accuracy on each ``watch`` set at every point of ``curve`` (same length, same steps)."""
+    best_step: int | None = None
+    """With ``stop_on``: the step whose weights were kept (the first point of the best accuracy)."""
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Figures the runner logs beside the run's own (``adam.<name>``), e.g. the rate a search chose."""
+
+    @property
+    def steps_run(self) -> int:
+        """Steps actually trained: ``steps``, or fewer where early stopping ended the training."""
+        return self.curve[-1][0]
 
     @property
     def final_error(self) -> float:
@@ -169,7 +183,8 @@ def _check_loss(network: Network, loss: str) -> None:
 def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batch_size: int = 32,
                loss: str = "sse", seed: int = 0, eval_every: int | None = None,
                eval_rows: int | None = None, progress: Callable[[int], None] | None = None,
-               gradient: str = "true") -> tuple[Network, AdamReport]:
+               gradient: str = "true", watch: Mapping[str, tuple] | None = None, stop_on: str | None = None,
+               patience: int | None = None) -> tuple[Network, AdamReport]:
     """Train ``network`` on ``X`` (N x input_shape), ``Y`` (N x output_shape) with Adam.
 
     ``steps`` steps of batch ``batch_size`` (rows drawn with replacement), default betas,
@@ -178,6 +193,12 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
     set, or on a fixed random subset of ``eval_rows`` rows drawn from the seed;
     ``progress(steps)``, if given, hears of those steps as each such stretch is done. ``gradient``
     (``GRADIENTS``) picks the true derivative or the straight-through estimator.
+
+    ``watch``: ``{name: (X_name, Y_name)}`` of classification (one-hot) or binary sets whose
+    accuracy is measured at every curve point, off the clock (``report.accuracy_curves``).
+    ``stop_on`` names one of them: the training stops once its accuracy has not improved on
+    its best for ``patience`` points in a row (or after ``steps``), and the weights of the best
+    point are returned (``report.best_step``; Keras' ``EarlyStopping(restore_best_weights)``).
 
     Returns the trained network (same layers, new weights, dtype kept) and an ``AdamReport``.
     Raises ``ConfigError`` for a bad option, a network ``zorb.fit`` has already trained, or
@@ -204,6 +225,7 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
         chosen = jnp.sort(jax.random.permutation(jax.random.fold_in(key, _EVAL_STREAM), x.shape[0])[:eval_rows])
         x_eval, y_eval = x[chosen], y[chosen]
 
+    watched = _watched_sets(network, watch or {}, stop_on, patience)
     y_rows = np.asarray(y_eval, np.float64).reshape(y_eval.shape[0], -1)
 
     def train_error(weights) -> float:
@@ -215,10 +237,20 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
             return scores(outputs, y_eval, task="regression")["error"]
         return error
 
+    def measure(step: int, seconds: float, weights) -> None:
+        curve.append((step, seconds, train_error(weights)))
+        trained = network.with_weights(weights)
+        for name, (x_set, y_set, task) in watched.items():
+            accuracy = scores(predict(trained, x_set, batch_size=_WATCH_BATCH), y_set, task=task)["accuracy"]
+            accuracy_curves[name].append(accuracy)
+
     weights = network.weights
     opt_state = _ADAM.init(weights)
     rate = jnp.asarray(learning_rate, dtype)
-    curve = [(0, 0.0, train_error(weights))]
+    curve: list[tuple[int, float, float]] = []
+    accuracy_curves: dict[str, list[float]] = {name: [] for name in watched}
+    measure(0, 0.0, weights)
+    best_weights, best_point = weights, 0
     seconds = compile_seconds = 0.0
     for start in range(0, steps, eval_every):
         stop = min(start + eval_every, steps)
@@ -227,11 +259,45 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
                                            loss=loss, batch_size=batch_size, gradient=gradient)
         compile_seconds += c
         seconds += r
-        curve.append((stop, seconds, train_error(weights)))
+        measure(stop, seconds, weights)
         if progress is not None:
             progress(stop - start)
+        if stop_on is not None:
+            history = accuracy_curves[stop_on]
+            if history[-1] > history[best_point]:
+                best_weights, best_point = weights, len(history) - 1
+            elif len(history) - 1 - best_point >= patience:
+                break
 
     report = AdamReport(fit_seconds=seconds, compile_seconds=compile_seconds, curve=curve, steps=steps,
                         learning_rate=float(learning_rate), loss=loss, batch_size=batch_size, seed=seed,
-                        eval_rows=int(x_eval.shape[0]), gradient=gradient)
+                        eval_rows=int(x_eval.shape[0]), gradient=gradient, accuracy_curves=accuracy_curves)
+    if stop_on is not None:
+        weights, report.best_step = best_weights, curve[best_point][0]
     return network.with_weights(weights), report
+
+
+_WATCH_BATCH = 1000
+"""Rows per forward pass when measuring a watched set's accuracy (bounds a CNN's memory)."""
+
+
+def _watched_sets(network: Network, watch: Mapping[str, tuple], stop_on: str | None,
+                  patience: int | None) -> dict[str, tuple]:
+    """``{name: (x, y, task)}`` of ``train_adam``'s ``watch``, checked with ``stop_on`` and ``patience``."""
+    watched = {}
+    for name, (x_set, y_set) in watch.items():
+        x_set = as_data(f"X of watch[{name!r}]", x_set, network.dtype, network.input_shape)
+        y_set = as_data(f"Y of watch[{name!r}]", y_set, network.dtype, network.output_shape)
+        task = infer_task(y_set)
+        if task == "regression":
+            raise ConfigError(f"watch[{name!r}] has targets that are neither one-hot nor 0/1, so it has no "
+                              f"accuracy: watch classification sets only")
+        watched[name] = (x_set, y_set, task)
+    if stop_on is not None:
+        if stop_on not in watched:
+            raise ConfigError(f"stop_on={stop_on!r} is not a watched set ({', '.join(watched) or 'none'}): "
+                              f"pass watch={{{stop_on!r}: (X, Y)}}")
+        _positive_int("patience", patience)
+    elif patience is not None:
+        raise ConfigError("patience needs stop_on: name the watched set whose accuracy stops the training")
+    return watched

@@ -186,6 +186,7 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
     metrics.update(fit_seconds=report.fit_seconds, compile_seconds=report.compile_seconds,
                    data_seconds=data_seconds, eval_seconds=eval_seconds,
                    train_samples=len(dataset.x_train), test_samples=len(dataset.x_test))
+    metrics.update(getattr(report, "metrics", {}))  # the method's own figures (the rate a search chose, ...)
     summary = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("train_accuracy", "test_accuracy", "train_error",
                                                          "test_error") if k in metrics)
     log.info("done: %s; fit %.2f s (+ %.2f s compile)", summary, report.fit_seconds, report.compile_seconds)

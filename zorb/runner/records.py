@@ -216,12 +216,16 @@ def layer_points(report) -> list[tuple[str, float, int]]:
 
 def log_curve(recorder: tracking.RunRecorder, report) -> None:
     """A report's ``curve`` of ``(step, training seconds, train error)`` as two metric histories
-    whose steps are the method's steps: ``curve.train_error`` and ``curve.train_seconds``."""
+    whose steps are the method's steps: ``curve.train_error`` and ``curve.train_seconds``; its
+    ``accuracy_curves`` (Adam's watched sets) as ``curve.<name>_accuracy`` at the same steps."""
     curve = getattr(report, "curve", None)
     if not curve:
         return
     recorder.log_metric_history("curve.train_error", [(step, error) for step, _, error in curve])
     recorder.log_metric_history("curve.train_seconds", [(step, seconds) for step, seconds, _ in curve])
+    for name, values in getattr(report, "accuracy_curves", {}).items():
+        recorder.log_metric_history(f"curve.{name}_accuracy", [(step, value) for (step, _, _), value
+                                                               in zip(curve, values)])
 
 
 def log_datasets(recorder: tracking.RunRecorder, config: Mapping, dataset) -> None:

@@ -185,7 +185,7 @@ def resolve_network(config: Mapping) -> dict[str, Any]:
 
 def apply_limits(config: Mapping) -> dict[str, Any]:
     """``config`` with ``network.spec`` resolved (``resolve_network``), ``limits.width`` applied to
-    the network's dense units and conv2d filters and ``limits.steps`` to the method's ``steps``, so
+    the network's dense units and conv2d filters and ``limits.steps`` to the method's ``steps`` (or ``max_steps``), so
     that the params record what runs. ``limits.train_samples`` and ``limits.test_samples`` apply
     when the data is loaded."""
     limits = read_limits(config)
@@ -200,9 +200,10 @@ def apply_limits(config: Mapping) -> dict[str, Any]:
                     spec[key] = width
     method = config.get("method")
     if steps is not None and isinstance(method, Mapping):
-        value = method.get("steps")
-        if isinstance(value, int) and not isinstance(value, bool) and value > steps:
-            method["steps"] = steps
+        for key in ("steps", "max_steps"):
+            value = method.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > steps:
+                method[key] = steps
     return config
 
 

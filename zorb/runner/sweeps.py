@@ -72,10 +72,13 @@ def finished_runs(uri: str, parent):
 
 
 def group_columns(parent, runs) -> list[str]:
-    """The param columns a row is one value of: the swept keys but ``seed``, then the method."""
+    """The param columns a row is one value of: the swept keys but ``seed``, then the method,
+    then the solver where it varies (``method=zorb_svd,zorb_qr`` sweeps ZORB's solvers)."""
     keys = [key for key in swept_keys(parent, runs) if key != SEED]
-    method = f"{METHOD}.name"
-    return keys + ([method] if method not in keys else [])
+    extra = [f"{METHOD}.name"]
+    if "params.solver.name" in runs.columns and runs["params.solver.name"].nunique() > 1:
+        extra.append("solver.name")
+    return keys + [key for key in extra if key not in keys]
 
 
 def sweep_table(parent, runs):

@@ -8,6 +8,9 @@ the honest one (the lowest mean validation error, ``val_error``, from runs with
 ``validation_fraction > 0``). Adam's rows carry the paper's speed-up: Adam's time to reach
 ZORB's final train error (from its logged curve, ``curve.train_error`` / ``curve.train_seconds``)
 over ZORB's fit time, paired by seed; Adam's whole training time where it never reaches it.
+Where the runs record test accuracy, every row also has the time to ZORB's test accuracy
+(``time_to_accuracy``). A sweep of ZORB's solvers (``method=zorb_svd,zorb_qr,zorb_gram``) shows
+each solver as its own row; the first of svd, qr, gram is the ZORB the others are measured against.
 
     records = read_sweep(client, "paper_a")            # the latest sweep of experiment=paper_a
     table = build_table(records)
@@ -25,9 +28,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-METHOD_ORDER = ("zorb", "mlelm", "adam", "adam_ste", "adam_ste_identity")
-METHOD_LABELS = {"zorb": "ZORB", "mlelm": "ML-ELM", "adam": "Adam", "adam_ste": "Adam, straight-through estimator",
+SOLVER_ORDER = ("svd", "qr", "gram")
+METHOD_ORDER = ("zorb", *(f"zorb_{solver}" for solver in SOLVER_ORDER), "mlelm", "adam", "adam_converged", "logreg",
+                "adam_ste", "adam_ste_identity")
+METHOD_LABELS = {"zorb": "ZORB", **{f"zorb_{solver}": f"ZORB ({solver})" for solver in SOLVER_ORDER},
+                 "mlelm": "ML-ELM", "adam": "Adam",
+                 "adam_converged": "Adam to convergence (rate by validation, early stopping)",
+                 "logreg": "logistic regression (scikit-learn)", "adam_ste": "Adam, straight-through estimator",
                  "adam_ste_identity": "Adam, identity straight-through estimator"}
+DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 METRICS = ("train_error", "test_error", "train_accuracy", "test_accuracy", "fit_seconds")
 METRIC_LABELS = {"train_error": "train error", "test_error": "test error", "train_accuracy": "train accuracy",
                  "test_accuracy": "test accuracy", "fit_seconds": "fit time (s)"}
@@ -54,6 +63,9 @@ class RunRecord:
     metrics: dict[str, float]
     curve: list[tuple[int, float, float]] | None = None
     """Adam's ``(step, training seconds, train error)``; None for other methods."""
+    test_accuracy_curve: list[tuple[float, float]] | None = None
+    """``(training seconds, test accuracy)`` where the run logged ``curve.test_accuracy``."""
+    solver: str | None = None
     limits: dict[str, str] = dataclasses.field(default_factory=dict)
     """The runner's caps that were set (``limits.*`` params not null), e.g. under profile=smoke."""
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -83,6 +95,12 @@ class Row:
     speedup: Summary | None = None
     reached: int | None = None
     """Seeds in which Adam's curve reached ZORB's train error (of ``speedup.count`` paired seeds)."""
+    time_to_accuracy: Summary | None = None
+    """Over the seeds that reached ZORB's test accuracy (``time_to_accuracy``)."""
+    accuracy_pairs: int = 0
+    """Seeds paired with a ZORB run of the same cell (those that reached it: ``time_to_accuracy.count``)."""
+    chosen_rates: list[float] = dataclasses.field(default_factory=list)
+    """adam_converged: the learning rate each seed's validation chose."""
 
 
 @dataclasses.dataclass
@@ -130,6 +148,37 @@ def speedup(adam: RunRecord, zorb: RunRecord) -> tuple[float, bool]:
     return seconds / zorb.metrics["fit_seconds"], reached is not None
 
 
+def time_to_accuracy(run: RunRecord, zorb: RunRecord) -> float | None:
+    """Seconds ``run`` needs to reach ``zorb``'s test accuracy, None if it never does: from its
+    test-accuracy curve (training seconds at the first point at or above it) where it has one,
+    else its fit time when its final test accuracy reaches it."""
+    target = zorb.metrics.get("test_accuracy")
+    if target is None:
+        return None
+    if run.test_accuracy_curve:
+        return next((seconds for seconds, accuracy in run.test_accuracy_curve if accuracy >= target), None)
+    accuracy = run.metrics.get("test_accuracy")
+    return run.metrics.get("fit_seconds") if accuracy is not None and accuracy >= target else None
+
+
+def reference_zorb(records: Sequence[RunRecord]) -> dict[tuple, RunRecord]:
+    """``{(cell, seed): ZORB run}``: the runs other methods are measured against (``zorb``, else
+    the first solver of ``SOLVER_ORDER`` the sweep ran)."""
+    found: dict[tuple, RunRecord] = {}
+    for method in METHOD_ORDER[:1 + len(SOLVER_ORDER)]:
+        for r in records:
+            if r.method == method:
+                found.setdefault((r.cell, r.seed), r)
+    return found
+
+
+def by_solver(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """``records`` with ZORB's runs named ``zorb_<solver>`` where the sweep ran several solvers."""
+    if len({r.solver for r in records if r.method == "zorb"}) < 2:
+        return list(records)
+    return [dataclasses.replace(r, method=f"zorb_{r.solver}") if r.method == "zorb" else r for r in records]
+
+
 def _method_rank(method: str) -> int:
     return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
@@ -138,13 +187,14 @@ def build_table(records: Sequence[RunRecord], *, title: str = "") -> Table:
     """The table of a sweep's finished runs (see the module docstring)."""
     if not records:
         raise ValueError("no finished runs to tabulate")
+    records = by_solver(records)
     cells: dict[tuple, int] = {}
     for record in sorted(records, key=lambda r: r.order):
         cells.setdefault(record.cell, len(cells))
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
         groups[(record.cell, record.method, record.learning_rate)].append(record)
-    zorb_runs = {(r.cell, r.seed): r for r in records if r.method == "zorb"}
+    zorb_runs = reference_zorb(records)
 
     rows = []
     for (cell, method, rate), runs in groups.items():
@@ -152,11 +202,16 @@ def build_table(records: Sequence[RunRecord], *, title: str = "") -> Table:
         figures = {name: summarize(r.metrics.get(name) for r in runs) for name in METRICS + ("val_error",)}
         row = Row(cell=cell, method=method, learning_rate=rate, selected_by=[], seeds=[r.seed for r in runs],
                   figures=figures)
-        if method == "adam":
+        if method in ("adam", "adam_converged"):
             pairs = [speedup(r, zorb_runs[(cell, r.seed)]) for r in runs
                      if (cell, r.seed) in zorb_runs and r.curve and zorb_runs[(cell, r.seed)].metrics.get("fit_seconds")]
             row.speedup = summarize(value for value, _ in pairs)
             row.reached = sum(1 for _, reached in pairs if reached)
+        paired = [r for r in runs if (cell, r.seed) in zorb_runs and "test_accuracy" in zorb_runs[(cell, r.seed)].metrics]
+        if paired:
+            row.accuracy_pairs = len(paired)
+            row.time_to_accuracy = summarize(time_to_accuracy(r, zorb_runs[(cell, r.seed)]) for r in paired)
+        row.chosen_rates = [r.metrics["adam.learning_rate"] for r in runs if "adam.learning_rate" in r.metrics]
         rows.append(row)
     rows.sort(key=lambda r: (cells[r.cell], _method_rank(r.method), r.learning_rate or 0.0))
 
@@ -219,7 +274,37 @@ def method_label(row: Row) -> str:
 
 def _cell_values(table: Table, row: Row) -> list[str]:
     index = {name: i for i, (name, _) in enumerate(KEY_COLUMNS)}
-    return [DASH if row.cell[index[name]] is None else str(row.cell[index[name]]) for name in table.key_columns]
+    values = [DASH if row.cell[index[name]] is None else str(row.cell[index[name]]) for name in table.key_columns]
+    return [DATASET_LABELS.get(value, value) if name == "dataset" else value
+            for name, value in zip(table.key_columns, values)]
+
+
+TIME_TO_ACCURACY = "time to ZORB's test accuracy (s)"
+TIME_TO_ACCURACY_NOTE = (
+    "Time to ZORB's test accuracy: the seconds a method needs until its test accuracy first reaches "
+    "the test accuracy of ZORB with the same seed (where the sweep ran several solvers, the first of svd, "
+    "qr, gram that it ran): "
+    "for Adam, the training seconds at the first point of its test-accuracy curve at or above it "
+    "(measured off the clock; the test set chooses nothing); for a method without a curve, its fit "
+    "time if its final test accuracy reaches it. Mean ± std over the seeds that reached it; "
+    "'(reached k/n)' counts them. Adam to convergence: its chosen rate's run alone, the search excluded.")
+
+
+def _rate_text(row: Row) -> str:
+    if row.chosen_rates:
+        counts = {rate: row.chosen_rates.count(rate) for rate in sorted(set(row.chosen_rates), reverse=True)}
+        return ", ".join(format_rate(rate) + (f" (x{count})" if len(counts) > 1 else "")
+                         for rate, count in counts.items())
+    return format_rate(row.learning_rate)
+
+
+def _time_to_accuracy_text(row: Row) -> str:
+    if not row.accuracy_pairs:
+        return DASH
+    reached = row.time_to_accuracy.count
+    if not reached:
+        return f"not reached (0/{row.accuracy_pairs})"
+    return f"{format_summary(row.time_to_accuracy, 3)} (reached {reached}/{row.accuracy_pairs})"
 
 
 def _speedup_text(row: Row) -> str:
@@ -255,12 +340,15 @@ def markdown(table: Table) -> str:
     """The paper-style table, then every Adam learning rate with its selection figures, then notes."""
     lines = [f"# {table.title}", ""] if table.title else []
     columns = [label for name, label in KEY_COLUMNS if name in table.key_columns]
+    accuracy_column = any(row.accuracy_pairs for row in table.rows)
     columns += ["method", "learning rate", "seeds"] + [METRIC_LABELS[m] for m in METRICS] + ["speed-up"]
+    columns += [TIME_TO_ACCURACY] if accuracy_column else []
     lines += [_md_row(columns), _md_row(["---"] * len(columns))]
     for row in table.shown():
-        values = _cell_values(table, row) + [method_label(row), format_rate(row.learning_rate), str(len(row.seeds))]
+        values = _cell_values(table, row) + [method_label(row), _rate_text(row), str(len(row.seeds))]
         values += [format_summary(row.figures[m], 3 if m.endswith("seconds") else 4) for m in METRICS]
         values.append(_speedup_text(row))
+        values += [_time_to_accuracy_text(row)] if accuracy_column else []
         lines.append(_md_row(values))
 
     several = [r for r in table.rows if r.method == "adam" and not _single_rate(table.rows, r)]
@@ -275,7 +363,8 @@ def markdown(table: Table) -> str:
                                                  format_summary(row.figures["test_error"]),
                                                  ", ".join(row.selected_by) or DASH, _speedup_text(row)]
             lines.append(_md_row(values))
-    lines += ["", "Notes:", ""] + [f"- {note}" for note in HEADER_NOTES + table.notes]
+    notes = HEADER_NOTES + ([TIME_TO_ACCURACY_NOTE] if accuracy_column else []) + table.notes
+    lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -291,7 +380,8 @@ def csv_text(table: Table) -> str:
     header = list(table.key_columns) + ["method", "learning_rate", "selected_by", "seeds"]
     for metric in METRICS + ("val_error",):
         header += [f"{metric}_mean", f"{metric}_std"]
-    header += ["speedup_mean", "speedup_std", "speedup_reached", "speedup_pairs"]
+    header += ["speedup_mean", "speedup_std", "speedup_reached", "speedup_pairs", "time_to_accuracy_mean",
+               "time_to_accuracy_std", "time_to_accuracy_reached", "time_to_accuracy_pairs", "chosen_rates"]
     writer.writerow(header)
     index = {name: i for i, (name, _) in enumerate(KEY_COLUMNS)}
     for row in table.rows:
@@ -307,6 +397,12 @@ def csv_text(table: Table) -> str:
             values += ["", "", "", ""]
         else:
             values += [repr(row.speedup.mean), repr(row.speedup.std), row.reached, row.speedup.count]
+        summary = row.time_to_accuracy
+        if summary is None or summary.mean is None:
+            values += ["", "", 0 if row.accuracy_pairs else "", row.accuracy_pairs or ""]
+        else:
+            values += [repr(summary.mean), repr(summary.std), summary.count, row.accuracy_pairs]
+        values.append(" ".join(map(repr, row.chosen_rates)))
         writer.writerow(values)
     return out.getvalue()
 
@@ -342,12 +438,14 @@ def _float(text: str | None) -> float | None:
     return None if text in (None, "", "null", "None") else float(text)
 
 
-def _curve(client, run_id: str) -> list[tuple[int, float, float]] | None:
+def _curve(client, run_id: str) -> tuple[list[tuple[int, float, float]] | None, list[tuple[float, float]] | None]:
+    """The run's ``(step, seconds, train error)`` curve and ``(seconds, test accuracy)`` curve (None where absent)."""
     errors = {m.step: m.value for m in client.get_metric_history(run_id, "curve.train_error")}
     seconds = {m.step: m.value for m in client.get_metric_history(run_id, "curve.train_seconds")}
-    if not errors:
-        return None
-    return [(step, seconds[step], errors[step]) for step in sorted(errors) if step in seconds]
+    accuracy = {m.step: m.value for m in client.get_metric_history(run_id, "curve.test_accuracy")}
+    curve = [(step, seconds[step], errors[step]) for step in sorted(errors) if step in seconds] or None
+    accuracy_curve = [(seconds[step], accuracy[step]) for step in sorted(accuracy) if step in seconds] or None
+    return curve, accuracy_curve
 
 
 def read_sweep(client, parent) -> tuple[list[RunRecord], dict[str, int]]:
@@ -367,15 +465,15 @@ def read_sweep(client, parent) -> tuple[list[RunRecord], dict[str, int]]:
             method = f"adam_{params['method.gradient'].lower()}"  # a method of its own in the table
         limits = {key[len("limits."):]: value for key, value in params.items()
                   if key.startswith("limits.") and value not in ("null", "")}
+        curve, accuracy_curve = _curve(client, run.info.run_id) if method.startswith("adam") else (None, None)
         records.append(RunRecord(
             run_id=run.info.run_id, dataset=params["dataset.name"], network=params["network.name"],
             m=None if params.get("dataset.train_samples") in (None, "null") else params["dataset.train_samples"],
             method=method,
             learning_rate=_float(params.get("method.learning_rate")) if method.startswith("adam") else None,
             seed=int(params["seed"]), order=int(run.data.tags.get("zorb.job_num", 0)),
-            metrics=dict(run.data.metrics),
-            curve=_curve(client, run.info.run_id) if method.startswith("adam") else None,
-            limits=limits, tags=dict(run.data.tags)))
+            metrics=dict(run.data.metrics), curve=curve, test_accuracy_curve=accuracy_curve,
+            limits=limits, tags=dict(run.data.tags), solver=params.get("solver.name")))
     return records, dict(statuses)
 
 
