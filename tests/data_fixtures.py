@@ -201,3 +201,5 @@ def write_tiny_cifar(data_dir, kind: str = "cifar10", n_train: int = 20, n_test:
         "x_test": x_test, "labels_test": labels_test,
         "dir": folder, "paths": paths,
     }
+
+PREPARE_DATA = Path(__file__).resolve().parents[1] / "scripts" / "prepare_data.py"

@@ -9,7 +9,6 @@ damaged transfer is refused and not kept.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import subprocess
 import sys
@@ -20,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import PREPARE_DATA as SCRIPT
 from data_fixtures import write_tiny_cifar, write_tiny_mnist
 
 from zorb.data import download, load_dataset
 from zorb.data.download import RETRIES, StandardFile
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_data.py"
 
 
 class FileServer:
@@ -66,14 +65,6 @@ def server():
     served.httpd.shutdown()
     served.httpd.server_close()
     thread.join()
-
-
-@pytest.fixture(scope="module")
-def prepare_data():
-    spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def md5(content: bytes) -> str:

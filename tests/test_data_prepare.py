@@ -5,24 +5,15 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import PREPARE_DATA as SCRIPT
 from data_fixtures import write_tiny_cifar, write_tiny_mnist
 
 from zorb.data import images as images_module
 from zorb.data import load_dataset
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_data.py"
-
-
-@pytest.fixture(scope="module")
-def prepare_data():
-    spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_present_files_are_skipped(prepare_data, tmp_path, capsys):
