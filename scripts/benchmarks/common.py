@@ -113,6 +113,8 @@ def work_gemm(cfg):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
+    import zorb.core  # noqa: F401  (turns on float64 in JAX: without it jnp.asarray makes float32)
     from zorb.kernels import cpu, native
     from zorb.kernels.products import matmul
 
@@ -131,6 +133,7 @@ def work_gemm(cfg):
         return work / min(times) / 1e9
 
     ja, jb = jnp.asarray(a), jnp.asarray(b)
+    assert ja.dtype == jnp.float64, ja.dtype
     dot, product = jax.jit(jnp.dot), jax.jit(matmul)
     # Memory: XLA reading and writing a 256 MiB array. Six warm-up calls, until the heap holds
     # freed blocks for the outputs (a fresh page faults, several us on a virtual machine).
