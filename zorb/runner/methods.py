@@ -53,7 +53,9 @@ def fit_adam(network: zorb.Network, dataset, solver: SolverSettings, *, seed: in
     ``gradient``: ``true``, or ``ste``/``ste_identity`` (the straight-through estimator).
     ``test_curve``: also measure the test accuracy at every curve point (off the clock), the
     basis of the table's time to ZORB's accuracy; the test set chooses nothing."""
-    watch = {"test": curve_test_set(dataset, eval_rows, seed)} if check_flag("test_curve", test_curve) else None
+    from zorb.runner.settings import check_flag  # settings reads METHODS from this module
+
+    watch = {"test": curve_test_set(dataset, eval_rows, seed)} if check_flag("method.test_curve", test_curve) else None
     with progress.bar(steps, "adam", "steps") as steps_bar:
         return baselines.train_adam(network, dataset.x_train, dataset.y_train, learning_rate=learning_rate,
                                     steps=steps, batch_size=batch_size, loss=loss, seed=seed,
@@ -74,6 +76,7 @@ def fit_adam_converged(network: zorb.Network, dataset, solver: SolverSettings, *
     returned, and ``fit_seconds`` is the training time of every rate tried (the search is
     part of the cost). The test set chooses nothing: ``test_curve`` only records it."""
     from zorb.runner.experiment import validation_split
+    from zorb.runner.settings import check_flag
 
     if not isinstance(learning_rates, list) or not learning_rates or \
             not all(_positive_number(rate) for rate in learning_rates):
@@ -81,7 +84,7 @@ def fit_adam_converged(network: zorb.Network, dataset, solver: SolverSettings, *
                           f"[3e-3, 1e-3, 3e-4], got {learning_rates!r}")
     rest, (x_val, y_val, _) = validation_split(dataset, check_fraction(validation_fraction), seed)
     watch = {"validation": (x_val, y_val)}
-    if check_flag("test_curve", test_curve):
+    if check_flag("method.test_curve", test_curve):
         watch["test"] = curve_test_set(dataset, eval_rows, seed)
     runs = []
     for rate in learning_rates:
@@ -135,19 +138,12 @@ def check_fraction(value) -> float:
     return float(value)
 
 
-def check_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"method.{name} must be true or false, got {value!r}")
-    return value
-
-
 def curve_test_set(dataset, rows: int | None, seed: int) -> tuple:
     """``(x, y)`` of the test set, or of a seeded subset of ``rows`` of it (the curve's ``eval_rows``)."""
-    count = len(dataset.x_test)
-    if rows is None or rows >= count:
-        return dataset.x_test, dataset.y_test
-    chosen = np.sort(np.random.default_rng([seed, _TEST_CURVE_STREAM]).choice(count, size=rows, replace=False))
-    return dataset.x_test[chosen], dataset.y_test[chosen]
+    from zorb.runner.experiment import keep_rows
+
+    subset = keep_rows(dataset, "test", rows, np.random.default_rng([seed, _TEST_CURVE_STREAM]))
+    return subset.x_test, subset.y_test
 
 
 _TEST_CURVE_STREAM = 6

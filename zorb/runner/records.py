@@ -111,10 +111,15 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
 def warm_up_logging() -> threading.Thread:
     """Import what logging a finished run needs (MLflow's model and dataset modules, the
     figures) and fill MLflow's map of installed packages, in a background thread: started
-    when the run opens, it overlaps the data load, the compilation and the fit (which run
-    without the GIL), instead of adding ~2 s after them. The map (0.8 s: a scan of every
-    installed package) is what ``mlflow.pyfunc.save_model`` checks the model's requirements
-    against; it is private to MLflow, so it is only warmed where it exists."""
+    when a process opens its first run, it overlaps the data load, the compilation and the
+    fit (which run without the GIL), instead of adding ~2 s after them. The map (0.8 s: a
+    scan of every installed package) is what ``mlflow.pyfunc.save_model`` checks the model's
+    requirements against; it is private to MLflow, so it is only warmed where it exists.
+    Once per process: a sweep's later jobs find it all loaded."""
+    global _warm_up
+    if _warm_up is not None:
+        return _warm_up
+
     def work():
         try:
             import mlflow.data.code_dataset_source  # noqa: F401
@@ -126,7 +131,6 @@ def warm_up_logging() -> threading.Thread:
         except Exception as error:  # an optimisation: the logging itself imports what it needs
             log.debug("warming up the logging failed: %s", error)
 
-    global _warm_up
     _warm_up = threading.Thread(target=work, name="zorb-warm-up-logging", daemon=True)
     _warm_up.start()
     return _warm_up

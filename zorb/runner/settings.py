@@ -224,11 +224,17 @@ def cache_settings(config: Mapping) -> CacheSettings:
     if unknown:
         raise ConfigError(f"cache has no key {unknown[0]!r} (keys: dir, data, compile)")
     for key in ("data", "compile"):
-        if not isinstance(cache.get(key, True), bool):
-            raise ConfigError(f"cache.{key} must be true or false, got {cache[key]!r}")
+        check_flag(f"cache.{key}", cache.get(key, True))
     folder = cache.get("dir")
     folder = Path(str(folder)).expanduser().absolute() if folder else project_root() / ".cache"
     return CacheSettings(folder=folder, data=cache.get("data", True), compile=cache.get("compile", True))
+
+
+def check_flag(name: str, value) -> bool:
+    """``value`` if it is a boolean, else ConfigError naming the setting ``name``."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def validation_fraction(config: Mapping) -> float:
@@ -282,8 +288,7 @@ def tracking_settings(config: Mapping) -> tuple[bool, str | None, str]:
     if not isinstance(tracking, Mapping):
         raise ConfigError(f"tracking must be a config group (a mapping), got {tracking!r}")
     for key in ("enabled", "log_model"):
-        if not isinstance(tracking.get(key, True), bool):
-            raise ConfigError(f"tracking.{key} must be true or false, got {tracking[key]!r}")
+        check_flag(f"tracking.{key}", tracking.get(key, True))
     enabled, uri = get(config, "tracking", "enabled"), tracking.get("uri")
     experiment = tracking.get("experiment")
     if enabled and (not isinstance(experiment, str) or not experiment.strip()):
