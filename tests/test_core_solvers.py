@@ -186,3 +186,47 @@ def test_default_rcond_follows_the_dtype_and_cuts_duplicate_columns(solver):
         assert report.layers[0].u_rcond == zorb.default_rcond(dtype)
     _, report = zorb.fit(network, x, y, solver=solver, rcond=1e-15)  # float32 with float64's cut
     assert report.layers[0].rank > 31
+
+
+
+def _failing_svd(m, *args, **kwargs):
+    """gesdd as some OpenBLAS kernels return it for an exactly rank-deficient matrix: NaN."""
+    rows, cols = m.shape
+    k = min(rows, cols)
+    return jnp.full((rows, k), jnp.nan, m.dtype), jnp.full((k,), jnp.nan, m.dtype), jnp.full((k, cols), jnp.nan, m.dtype)
+
+
+@pytest.fixture
+def fresh_traces():
+    """Clears JAX's caches around a test that swaps a traced function."""
+    import jax
+
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
+
+
+def test_svd_redoes_a_failed_divide_and_conquer_by_qr_iteration(monkeypatch, fresh_traces, rng):
+    from zorb.core import solvers
+
+    # 32 units repeating one +-1 column: with the bias a rank-2 design, what sign activations give
+    a = np.tile(np.sign(rng.normal(size=(1000, 1))), (1, 32))
+    m = augmented(a)
+    monkeypatch.setattr(solvers, "_divide_and_conquer_svd", _failing_svd)
+    u, s, vt = (np.asarray(f) for f in solvers.svd(jnp.asarray(m)))
+    np.testing.assert_allclose(s, np.linalg.svd(m, compute_uv=False), rtol=0, atol=1e-12 * np.linalg.norm(m, 2))
+    np.testing.assert_allclose(u * s @ vt, m, rtol=0, atol=1e-12)
+    # the solve goes through it: numpy's least squares with the same cut
+    t = rng.normal(size=(1000, 2))
+    w, _ = solve("svd", a, t, 1e-10)
+    np.testing.assert_allclose(w, np.linalg.lstsq(m, t, rcond=1e-10)[0], rtol=0, atol=1e-10)
+
+
+def test_a_failed_svd_stops_the_fit_with_one_sentence(monkeypatch, fresh_traces, rng):
+    from zorb.core import solvers
+
+    monkeypatch.setattr(solvers, "_divide_and_conquer_svd", _failing_svd)
+    monkeypatch.setattr(solvers, "_qr_iteration_svd", _failing_svd)
+    net = zorb.build_network([{"type": "dense", "units": 4}, {"type": "tanh"}, {"type": "dense", "units": 1}], (3,), seed=0)
+    with pytest.raises(zorb.FitError, match=r"^layer 1: its design matrix has no finite singular values .*solver=gram$"):
+        zorb.fit(net, rng.normal(size=(50, 3)), rng.normal(size=(50, 1)), solver="svd")

@@ -412,6 +412,10 @@ def _report(i, layer, rows, opts, spectrum, choice, t_finite, w_finite, clock) -
         raise FitError(f"layer {i + 1}: the target pushed back from the labels is not finite "
                        f"(condition number of its design matrix {cond:.3g}); check the scale of Y "
                        f"and raise b_rcond")
+    if not np.all(np.isfinite(spectrum)):
+        raise FitError(f"layer {i + 1}: its design matrix has no finite singular values (its input, "
+                       f"the layer below's output, holds a NaN or an infinity, or LAPACK failed on it); "
+                       f"check the layers below, or fit this layer with solver=gram")
     if not bool(w_finite):
         raise FitError(f"layer {i + 1}: the solved weights are not finite (condition number "
                        f"{cond:.3g}); raise u_rcond or add a ridge")

@@ -132,6 +132,29 @@ def design_matrix(a, bias: bool):
     return jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)
 
 
+def _divide_and_conquer_svd(m):
+    return jax.lax.linalg.svd(m, full_matrices=False)
+
+
+def _qr_iteration_svd(m):
+    return jax.lax.linalg.svd(m, full_matrices=False, algorithm=jax.lax.linalg.SvdAlgorithm.QR)
+
+
+def svd(m):
+    """Thin SVD ``(u, s, vt)`` of ``m`` by LAPACK's divide and conquer (``gesdd``), redone by
+    its QR iteration (``gesvd``) where ``gesdd`` returns anything non-finite.
+
+    ``gesdd`` of some OpenBLAS builds returns NaN for an exactly rank-deficient finite matrix
+    on some CPUs' kernels (printing ``On entry to DLASCL parameter number 4 had an illegal
+    value``): e.g. the design of a layer whose inputs are a few repeated +-1 columns, which
+    step and sign activations produce. ``gesvd`` takes another path through LAPACK. A matrix
+    that holds a NaN or an infinity stays non-finite either way, and the fit reports it.
+    The check reads the factors once; the second SVD runs only when the first failed."""
+    u, s, vt = _divide_and_conquer_svd(m)
+    failed = ~(jnp.all(jnp.isfinite(s)) & jnp.all(jnp.isfinite(u)) & jnp.all(jnp.isfinite(vt)))
+    return jax.lax.cond(failed, _qr_iteration_svd, lambda _: (u, s, vt), m)
+
+
 def _filter(s, rcond, ridge):
     """Filter factors of the kept singular values: 1/s (or s/(s^2+ridge)), 0 where cut."""
     keep = s > rcond * s[0]
@@ -152,7 +175,7 @@ def lstsq_svd(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = Fal
     if samples_last:  # the factorisation dominates: a transposed copy costs little
         a, t = a.T, t.T
     m = design_matrix(a, bias)
-    u, s, vt = jnp.linalg.svd(m, full_matrices=False)
+    u, s, vt = svd(m)
     projected = matmul(u, t, transpose_a=True)
     ridge, choice = _choose(s, projected, _outside(t, projected), m.shape[0], rcond, ridge)
     return _result(_solve_from_svd(u, s, vt, t, rcond, ridge, projected=projected), s, choice)
@@ -177,7 +200,7 @@ def solve_from_triangle(r, cols: int, rcond, ridge, rows: int | None = None):
     Below ``Q^T T`` the triangle's target columns hold the residual of the unregularised fit,
     which is what ``ridge="auto"`` needs besides the design's ``rows``."""
     top = min(r.shape[0], cols)
-    u, s, vt = jnp.linalg.svd(r[:top, :cols], full_matrices=False)
+    u, s, vt = svd(r[:top, :cols])
     projected = matmul(u, r[:top, cols:], transpose_a=True)
     ridge, choice = _choose(s, projected, jnp.sum(r[top:, cols:] ** 2), rows, rcond, ridge)
     return _result(_solve_from_svd(u, s, vt, None, rcond, ridge, projected=projected), s, choice)
@@ -207,7 +230,7 @@ def lstsq_qr(a, t, *, rcond, ridge, bias: bool = True, samples_last: bool = Fals
     # Wide: M^T = Q R (an LQ of M), R^T = U S V1^T, so M = U S (Q V1)^T and the solution
     # Q V1 f(S) U^T T equals M^T U (f(S)/S) U^T T: Q is never formed.
     r = jnp.linalg.qr(m.T, mode="r")
-    u, s, _ = jnp.linalg.svd(r.T, full_matrices=False)
+    u, s, _ = svd(r.T)
     return _dual_solve(a, u, s, t, rcond, ridge, bias)
 
 
@@ -370,7 +393,7 @@ PINV_GRAM_MIN_SIDE = 64
 
 
 def _pseudoinverse_svd(m, rcond):
-    u, s, vt = jnp.linalg.svd(m, full_matrices=False)
+    u, s, vt = svd(m)
     keep = s > rcond * s[0]
     inv = jnp.where(keep, 1 / jnp.where(keep, s, 1), 0)
     return matmul(vt, inv[:, None] * u.T, transpose_a=True)
