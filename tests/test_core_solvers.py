@@ -198,12 +198,13 @@ def _failing_svd(m, *args, **kwargs):
 
 @pytest.fixture
 def fresh_traces():
-    """Clears JAX's caches around a test that swaps a traced function."""
-    import jax
+    """Forgets the compiled programs (JAX's and zorb.core.timing's) around a test that swaps a
+    traced function."""
+    from zorb.core import solvers
 
-    jax.clear_caches()
+    solvers._forget_compiled()
     yield
-    jax.clear_caches()
+    solvers._forget_compiled()
 
 
 def test_svd_redoes_a_failed_divide_and_conquer_by_qr_iteration(monkeypatch, fresh_traces, rng):
@@ -213,13 +214,69 @@ def test_svd_redoes_a_failed_divide_and_conquer_by_qr_iteration(monkeypatch, fre
     a = np.tile(np.sign(rng.normal(size=(1000, 1))), (1, 32))
     m = augmented(a)
     monkeypatch.setattr(solvers, "_divide_and_conquer_svd", _failing_svd)
-    u, s, vt = (np.asarray(f) for f in solvers.svd(jnp.asarray(m)))
-    np.testing.assert_allclose(s, np.linalg.svd(m, compute_uv=False), rtol=0, atol=1e-12 * np.linalg.norm(m, 2))
-    np.testing.assert_allclose(u * s @ vt, m, rtol=0, atol=1e-12)
-    # the solve goes through it: numpy's least squares with the same cut
-    t = rng.normal(size=(1000, 2))
-    w, _ = solve("svd", a, t, 1e-10)
-    np.testing.assert_allclose(w, np.linalg.lstsq(m, t, rcond=1e-10)[0], rtol=0, atol=1e-10)
+    assert not np.isfinite(solvers.svd(jnp.asarray(m))[1]).any()  # outside robust_svd: gesdd alone
+    with solvers.robust_svd():
+        u, s, vt = (np.asarray(f) for f in solvers.svd(jnp.asarray(m)))
+        np.testing.assert_allclose(s, np.linalg.svd(m, compute_uv=False), rtol=0, atol=1e-12 * np.linalg.norm(m, 2))
+        np.testing.assert_allclose(u * s @ vt, m, rtol=0, atol=1e-12)
+        # the solve goes through it: numpy's least squares with the same cut
+        t = rng.normal(size=(1000, 2))
+        w, _ = solve("svd", a, t, 1e-10)
+        np.testing.assert_allclose(w, np.linalg.lstsq(m, t, rcond=1e-10)[0], rtol=0, atol=1e-10)
+
+
+def test_svd_falls_back_to_the_gram_eigenvectors_when_both_lapack_routes_fail(monkeypatch, fresh_traces, rng):
+    from zorb.core import solvers
+
+    monkeypatch.setattr(solvers, "_divide_and_conquer_svd", _failing_svd)
+    monkeypatch.setattr(solvers, "_qr_iteration_svd", _failing_svd)
+    for shape in [(400, 12), (12, 400)]:
+        # rank 9: three directions below what the Gram matrix resolves come back as 0
+        m = rng.normal(size=(shape[0], 9)) @ rng.normal(size=(9, shape[1]))
+        with solvers.robust_svd():
+            u, s, vt = (np.asarray(f) for f in solvers.svd(jnp.asarray(m)))
+        expected = np.linalg.svd(m, compute_uv=False)
+        np.testing.assert_allclose(s[:9], expected[:9], rtol=1e-12)
+        np.testing.assert_array_equal(s[9:], 0)
+        np.testing.assert_allclose(u * s @ vt, m, rtol=0, atol=1e-10 * expected[0])
+        np.testing.assert_allclose(u[:, :9].T @ u[:, :9], np.eye(9), atol=1e-10)
+    a, t = rng.normal(size=(300, 12)), rng.normal(size=(300, 3))
+    with solvers.robust_svd():
+        w, _ = solve("svd", a, t, 1e-10)
+    np.testing.assert_allclose(w, np.linalg.lstsq(augmented(a), t, rcond=None)[0], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver, chunk_rows", [("svd", None), ("qr", None), ("qr", 70)])
+def test_the_fit_redoes_a_failed_svd_and_gets_the_same_weights(monkeypatch, fresh_traces, solver, chunk_rows, rng):
+    """gesdd failing everywhere (the solves and the pseudoinverses of the layers above): the
+    fit redoes each in robust_svd and ends with the weights of a fit where it did not fail."""
+    from zorb.core import solvers
+
+    # well conditioned (full-rank designs, weights of order 1): every route gives the same weights
+    net = zorb.build_network([{"type": "dense", "units": 12}, {"type": "tanh"}, {"type": "dense", "units": 8},
+                              {"type": "tanh"}, {"type": "dense", "units": 2}], (3,), seed=0)
+    x = rng.normal(size=(200, 3))
+    y = np.tanh(x @ rng.normal(size=(3, 2)))
+    expected, expected_report = zorb.fit(net, x, y, solver=solver, chunk_rows=chunk_rows, rcond=1e-10)
+    monkeypatch.setattr(solvers, "_divide_and_conquer_svd", _failing_svd)
+    solvers._forget_compiled()
+    with pytest.raises(zorb.FitError):  # the failure is real outside robust_svd
+        solvers_fit_without_retry(monkeypatch, net, x, y, solver, chunk_rows)
+    trained, report = zorb.fit(net, x, y, solver=solver, chunk_rows=chunk_rows, rcond=1e-10)
+    assert not solvers._ROBUST_SVD
+    for got, want in zip(trained.weights, expected.weights):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())
+    assert [r.rank for r in report.layers] == [r.rank for r in expected_report.layers] == [4, 13, 9]
+
+
+def solvers_fit_without_retry(monkeypatch, net, x, y, solver, chunk_rows):
+    import contextlib
+
+    from zorb.core import fit
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit, "robust_svd", contextlib.nullcontext)
+        zorb.fit(net, x, y, solver=solver, chunk_rows=chunk_rows, rcond=1e-10)
 
 
 def test_a_failed_svd_stops_the_fit_with_one_sentence(monkeypatch, fresh_traces, rng):
@@ -227,6 +284,7 @@ def test_a_failed_svd_stops_the_fit_with_one_sentence(monkeypatch, fresh_traces,
 
     monkeypatch.setattr(solvers, "_divide_and_conquer_svd", _failing_svd)
     monkeypatch.setattr(solvers, "_qr_iteration_svd", _failing_svd)
+    monkeypatch.setattr(solvers, "_gram_svd", _failing_svd)
     net = zorb.build_network([{"type": "dense", "units": 4}, {"type": "tanh"}, {"type": "dense", "units": 1}], (3,), seed=0)
     with pytest.raises(zorb.FitError, match=r"^layer 1: its design matrix has no finite singular values .*solver=gram$"):
         zorb.fit(net, rng.normal(size=(50, 3)), rng.normal(size=(50, 1)), solver="svd")

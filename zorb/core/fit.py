@@ -28,7 +28,7 @@ from zorb.errors import ConfigError, FitError
 from zorb.core.network import Network
 from zorb.core.layers.activations import SquashingLayer
 from zorb.core.layers.dense import Dense
-from zorb.core.solvers import (AUTO, SOLVERS, check_solver_options, design_matrix, is_auto, qr_triangle,
+from zorb.core.solvers import (AUTO, SOLVERS, check_solver_options, design_matrix, is_auto, qr_triangle, robust_svd,
                                solve_from_gram, solve_from_triangle, spectrum_summary)
 from zorb.core.timing import timed, timed_each
 
@@ -403,6 +403,21 @@ def _prepare_inverses(layers, auxes, above: int, options, clock: _Clock) -> None
         if layers[j].parametric and auxes[j] is None:
             rcond = jnp.asarray(options[j + 1].b_rcond, layers[j].weights.dtype)
             auxes[j] = clock.run("target", _prepare_inverse, layers[j], rcond)
+            if not _all_finite(auxes[j]) and _all_finite(layers[j].weights):
+                with robust_svd():  # LAPACK's gesdd failed on finite weights (solvers.svd)
+                    auxes[j] = clock.run("target", _prepare_inverse, layers[j], rcond)
+
+
+def _all_finite(tree) -> bool:
+    # on the host: jnp's eager ops would compile a program for every new shape
+    leaves = (np.asarray(leaf) for leaf in jax.tree.leaves(tree))
+    return all(np.isfinite(leaf).all() for leaf in leaves if np.issubdtype(leaf.dtype, np.inexact))
+
+
+def _svd_failed(spectrum, t_finite) -> bool:
+    """Whether a solve from a finite target came back with non-finite singular values: LAPACK's
+    ``gesdd`` failing (``solvers.svd``), or a non-finite input, which the retry cannot mend."""
+    return bool(t_finite) and not np.isfinite(np.asarray(spectrum)).all()
 
 
 def _report(i, layer, rows, opts, spectrum, choice, t_finite, w_finite, clock) -> LayerReport:
@@ -458,10 +473,13 @@ def _fit_in_memory(network, a, y, options, seed, callback, progress):
             "target", _targets, tuple(layers[i + 1:]), tuple(auxes[i + 1:]), y, jax.random.fold_in(key, i + 1), 0,
             offset=i + 1, fixed_ranges=False, samples_last=samples_last)
         scalar = partial(jnp.asarray, dtype=dtype)
-        w, spectrum, choice, w_finite = clock.run("solve", _solve, layer, a, t, scalar(opts.u_rcond),
-                                                  _ridge_argument(opts.ridge, dtype), solver=opts.solver,
-                                                  rows=_design_rows(layer, samples), samples_last=samples_last)
-        del t
+        solve = partial(clock.run, "solve", _solve, layer, a, t, scalar(opts.u_rcond), _ridge_argument(opts.ridge, dtype),
+                        solver=opts.solver, rows=_design_rows(layer, samples), samples_last=samples_last)
+        w, spectrum, choice, w_finite = solve()
+        if _svd_failed(spectrum, t_finite):
+            with robust_svd():
+                w, spectrum, choice, w_finite = solve()
+        del t, solve
         layers[i] = layer.with_weights(w)
         if i < last:
             # with the activations up to the next parametric layer: one jitted call, so XLA fuses
@@ -644,9 +662,12 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
         total = share.combine(total, opts.solver, home)
         design_rows = _design_rows(layer, n)
         scalar = partial(jnp.asarray, dtype=dtype)
-        w, spectrum, choice, w_finite = clock.run("solve", _finish, total, scalar(opts.u_rcond),
-                                                  _ridge_argument(opts.ridge, dtype), solver=opts.solver,
-                                                  rows=design_rows, cols=int(layer.weights.shape[0]))
+        finish = partial(clock.run, "solve", _finish, total, scalar(opts.u_rcond), _ridge_argument(opts.ridge, dtype),
+                         solver=opts.solver, rows=design_rows, cols=int(layer.weights.shape[0]))
+        w, spectrum, choice, w_finite = finish()
+        if _svd_failed(spectrum, t_finite):
+            with robust_svd():
+                w, spectrum, choice, w_finite = finish()
         layers[i] = layer.with_weights(w)
         report = _report(i, layer, design_rows, opts, spectrum, choice, t_finite, w_finite, clock)
         reports.append(report)

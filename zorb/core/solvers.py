@@ -36,6 +36,7 @@ small side: ``qr`` factors ``M^T`` (an LQ of ``M``) and ``gram`` eigendecomposes
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, NamedTuple
 
@@ -140,19 +141,78 @@ def _qr_iteration_svd(m):
     return jax.lax.linalg.svd(m, full_matrices=False, algorithm=jax.lax.linalg.SvdAlgorithm.QR)
 
 
-def svd(m):
-    """Thin SVD ``(u, s, vt)`` of ``m`` by LAPACK's divide and conquer (``gesdd``), redone by
-    its QR iteration (``gesvd``) where ``gesdd`` returns anything non-finite.
+def _gram_svd(m):
+    """``(u, s, vt)`` of ``m`` from the eigendecomposition of its small Gram matrix (LAPACK's
+    ``syevd``, no SVD routine at all). Singular values below ``sqrt(n * eps) * s_max`` (``n``
+    the Gram matrix's side; its eigenvalues are exact to about ``n * eps * s_max^2``) are beyond
+    what it resolves: they come back as 0 (cut by any rcond), their vectors as 0."""
+    wide = m.shape[0] < m.shape[1]
+    a = m.T if wide else m
+    eigenvalues, v = jnp.linalg.eigh(matmul(a, a, transpose_a=True))
+    eigenvalues, v = eigenvalues[::-1], v[:, ::-1]  # descending
+    s = jnp.sqrt(jnp.maximum(eigenvalues, 0))
+    keep = s > jnp.sqrt(a.shape[1] * jnp.finfo(m.dtype).eps) * s[0]
+    s = jnp.where(keep, s, 0)
+    u = jnp.where(keep, matmul(a, v) / jnp.where(keep, s, 1), 0)
+    v = jnp.where(keep, v, 0)
+    return (v, s, u.T) if wide else (u, s, v.T)
 
-    ``gesdd`` of some OpenBLAS builds returns NaN for an exactly rank-deficient finite matrix
-    on some CPUs' kernels (printing ``On entry to DLASCL parameter number 4 had an illegal
-    value``): e.g. the design of a layer whose inputs are a few repeated +-1 columns, which
-    step and sign activations produce. ``gesvd`` takes another path through LAPACK. A matrix
-    that holds a NaN or an infinity stays non-finite either way, and the fit reports it.
-    The check reads the factors once; the second SVD runs only when the first failed."""
-    u, s, vt = _divide_and_conquer_svd(m)
-    failed = ~(jnp.all(jnp.isfinite(s)) & jnp.all(jnp.isfinite(u)) & jnp.all(jnp.isfinite(vt)))
-    return jax.lax.cond(failed, _qr_iteration_svd, lambda _: (u, s, vt), m)
+
+def _finite(factors):
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(f)) for f in factors]))
+
+
+_ROBUST_SVD = False
+"""Whether ``svd`` traces its fallback routes (``robust_svd``)."""
+
+
+@contextlib.contextmanager
+def robust_svd():
+    """Within: ``svd`` also tries ``gesvd`` and the Gram route where ``gesdd`` fails. The fit
+    redoes a solve or a pseudoinverse in here when it came back non-finite from finite inputs;
+    tracing the fallbacks into every program would cost every fit's compile (40-60% more on
+    the shipped networks) for a failure that some CPUs' kernels show and most never do. JAX
+    and ``zorb.core.timing`` key their compiled programs on the functions and shapes, not on
+    this flag, so entering and leaving forget what they compiled in memory (JAX's persistent
+    cache keys on the programs' code and holds both variants apart)."""
+    global _ROBUST_SVD
+    previous = _ROBUST_SVD
+    _ROBUST_SVD = True
+    _forget_compiled()
+    try:
+        yield
+    finally:
+        _ROBUST_SVD = previous
+        _forget_compiled()
+
+
+def _forget_compiled() -> None:
+    from zorb.core import timing
+
+    jax.clear_caches()
+    timing.clear()
+
+
+def svd(m):
+    """Thin SVD ``(u, s, vt)`` of ``m`` by LAPACK's divide and conquer (``gesdd``); within
+    ``robust_svd``, where that returns anything non-finite, by its QR iteration (``gesvd``),
+    then by the eigenvectors of the Gram matrix (``_gram_svd``).
+
+    ``gesdd`` fails (JAX then returns NaN) on some exactly rank-deficient finite matrices with
+    some CPUs' OpenBLAS kernels, printing ``On entry to DLASCL parameter number 4 had an
+    illegal value``: e.g. the design of a layer whose inputs are a few repeated +-1 columns,
+    which step and sign activations produce. The later routes take other paths through LAPACK
+    and run only when the one before failed; checking costs one read of the factors. A matrix
+    that holds a NaN or an infinity stays non-finite on every route, and the fit reports it."""
+    first = _divide_and_conquer_svd(m)
+    if not _ROBUST_SVD:
+        return first
+
+    def retry(m):
+        second = _qr_iteration_svd(m)
+        return jax.lax.cond(_finite(second), lambda _: second, _gram_svd, m)
+
+    return jax.lax.cond(_finite(first), lambda _: first, retry, m)
 
 
 def _filter(s, rcond, ridge):
