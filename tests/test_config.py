@@ -210,6 +210,83 @@ def test_count_jobs(arguments, jobs):
     assert hydra_callbacks.count_jobs(config) == jobs
 
 
+def test_count_jobs_of_zorbs_sweeper():
+    config = OmegaConf.create({"hydra": {
+        "sweeper": {"_target_": "hydra_plugins.zorb_sweeper.zorb_sweeper.ZorbBasicSweeper", "params": None},
+        "overrides": {"task": ["dataset=iris,xor", "seed=0,1,2"]}}})
+    assert hydra_callbacks.count_jobs(config) == 6
+
+
+def test_job_shape_keeps_choices_and_hydra_settings_whole_and_values_by_key():
+    from hydra_plugins.zorb_sweeper.zorb_sweeper import job_shape
+
+    groups = frozenset({"dataset", "method", "hydra"})
+    assert job_shape(["dataset=iris", "seed=3", "solver.rcond=1e-9", "+extra=2", "~cache", "hydra.job.chdir=true",
+                      "hydra/launcher=joblib", "network@_global_.network=sinc", "method=adam"], groups) == (
+        "dataset=iris", "seed", "solver.rcond", "+extra", "~cache", "hydra.job.chdir=true",
+        "hydra/launcher=joblib", "network@_global_.network=sinc", "method=adam")
+
+
+def sweeper_checks(batch, sweeper_class: str):
+    """The compositions a sweeper makes to check ``batch`` (lists of overrides), or its error."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import setup_globals
+    from hydra.types import HydraContext, RunMode
+
+    from zorb.runner import experiments
+
+    experiments.register()
+    setup_globals()
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
+    config = loader.load_configuration("config", overrides=[], run_mode=RunMode.MULTIRUN)
+    sweeper = Plugins.instance().class_name_to_class[sweeper_class](max_batch_size=None)
+    sweeper.config, sweeper.hydra_context = config, HydraContext(config_loader=loader, callbacks=Callbacks())
+    composed = []
+    compose = loader.load_sweep_config
+
+    def counting(master_config, sweep_overrides):
+        composed.append(list(sweep_overrides))
+        return compose(master_config, sweep_overrides)
+
+    loader.load_sweep_config = counting
+    sweeper.validate_batch_is_legal(batch)
+    return composed
+
+
+ZORB_SWEEPER = "hydra_plugins.zorb_sweeper.zorb_sweeper.ZorbBasicSweeper"
+
+
+def test_zorbs_sweeper_composes_one_job_of_each_shape():
+    batch = [[f"dataset={d}", f"seed={s}", "solver.rcond=1e-9"] for d in ("iris", "xor") for s in range(3)]
+    assert sweeper_checks(batch, ZORB_SWEEPER) == [batch[0], batch[3]]
+    assert len(sweeper_checks(batch, "hydra._internal.core_plugins.basic_sweeper.BasicSweeper")) == 6
+    # a bad option, or a bad value of a typed hydra.* key, in any one job is still found
+    from hydra.errors import ConfigCompositionException, HydraException
+
+    with pytest.raises(HydraException, match="dataset/nope"):
+        sweeper_checks([["dataset=iris", "seed=0"], ["dataset=nope", "seed=0"]], ZORB_SWEEPER)
+    with pytest.raises((ConfigCompositionException, HydraException), match="maybe"):
+        sweeper_checks([["hydra.job.chdir=false"], ["hydra.job.chdir=maybe"]], ZORB_SWEEPER)
+
+
+def test_zorbs_sweeper_is_the_default():
+    assert OmegaConf.select(compose_with_hydra(), "hydra.sweeper._target_") == ZORB_SWEEPER
+
+
+def compose_with_hydra():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from zorb.runner import experiments
+
+    experiments.register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", return_hydra_config=True)
+
+
 def test_count_jobs_of_an_unknown_sweeper_is_unknown():
     config = OmegaConf.create({"hydra": {"sweeper": {"_target_": "x.OptunaSweeper"}, "overrides": {"task": []}}})
     assert hydra_callbacks.count_jobs(config) is None
