@@ -124,6 +124,35 @@ def test_validation_fits_again_on_the_rest_and_leaves_the_figures_alone(store):
     assert {"val_error", "val_accuracy", "val_fit_seconds"} <= set(runs_of(store)[1].data.metrics)
 
 
+def test_adams_validation_refit_measures_no_curve_and_ends_on_the_same_weights(monkeypatch):
+    """The refit runs its steps in one stretch (two error measurements, no test curve) and
+    scores exactly as a refit that measured its curve every 20 steps."""
+    from zorb.runner import methods
+
+    dataset = load_dataset("xor", data_dir="data", seed=0)
+    network = zorb.build_network([{"type": "dense", "units": 8}, {"type": "tanh"}, {"type": "dense", "units": 1},
+                                  {"type": "sigmoid"}], dataset.input_shape, output_dim=1, seed=0)
+    options = {"learning_rate": 1e-2, "steps": 300, "batch_size": 32, "loss": "sse", "eval_every": 20,
+               "test_curve": True}
+    seen = []
+    train_adam = baselines.train_adam
+
+    def watching(*args, **kwargs):
+        trained, report = train_adam(*args, **kwargs)
+        seen.append((kwargs["eval_every"], kwargs["watch"], len(report.curve)))
+        return trained, report
+
+    monkeypatch.setattr(baselines, "train_adam", watching)
+    solver = None  # Adam uses no solver
+    refit = experiment.validation_metrics(methods.fit_adam, network, dataset, solver, 0, options, 0.2, None)
+    assert seen == [(300, None, 2)]
+    monkeypatch.setitem(methods.REFIT_OPTIONS, methods.fit_adam, dict)  # as before: the options unchanged
+    measured = experiment.validation_metrics(methods.fit_adam, network, dataset, solver, 0, options, 0.2, None)
+    assert seen[1][0] == 20 and seen[1][1] is not None and seen[1][2] == 16
+    assert {k: v for k, v in refit.items() if k != "val_fit_seconds"} == \
+        {k: v for k, v in measured.items() if k != "val_fit_seconds"}
+
+
 def test_limits_shrink_the_data_the_layers_and_the_steps(store):
     runner.main(compose("dataset=sinc", "method=adam", "limits.train_samples=50", "limits.test_samples=30",
                         "limits.width=5", "limits.steps=40", f"tracking.uri={store}", "tracking.log_model=false"))

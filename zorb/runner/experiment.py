@@ -215,8 +215,11 @@ def validation_metrics(fit_method: Callable, network: zorb.Network, dataset, sol
                         options: Mapping[str, Any], fraction: float, batch: int | None) -> dict[str, float]:
     """``val_*``: the method fitted again, from the same initial weights, on the training rows
     outside a seeded ``fraction`` of them, and scored on those held-out rows."""
+    from zorb.runner.methods import REFIT_OPTIONS
+
     rest, (x_val, y_val, task) = validation_split(dataset, fraction, seed)
     check_data(network, rest)
+    options = REFIT_OPTIONS.get(fit_method, dict)(dict(options))
     trained, report = fit_method(network, rest, solver, seed=seed, callback=lambda layer: None,
                                  progress=Progress(), **options)
     scores = zorb.evaluate(trained, x_val, y_val, task=task, batch_size=batch)

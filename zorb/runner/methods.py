@@ -149,6 +149,20 @@ def curve_test_set(dataset, rows: int | None, seed: int) -> tuple:
 _TEST_CURVE_STREAM = 6
 
 
+def _adam_refit(options: dict) -> dict:
+    """Adam's options for a fit whose curve nobody reads: one stretch of ``steps`` and no test
+    curve. The same weights to the bit: the curve is measured between stretches of the same
+    compiled loop (its bounds are arguments) and draws nothing from the seed's stream."""
+    return {**options, "eval_every": max(1, int(options["steps"])), "test_curve": False}
+
+
+REFIT_OPTIONS: dict[Callable, Callable[[dict], dict]] = {fit_adam: _adam_refit}
+"""How a method's options change for the validation refit (``validation_fraction``), whose
+only product is its network: what it would measure along the way and no one reads is left
+out (``experiment=paper_a``: two thirds of its Sinc jobs' time went to Adam's curves, half of
+them the refits')."""
+
+
 METHODS: dict[str, Callable] = {"zorb": fit_zorb, "mlelm": fit_mlelm, "adam": fit_adam,
                                 "adam_converged": fit_adam_converged, "logreg": fit_logreg}
 """Training methods by ``method.name``: ``fn(network, dataset, solver, *, seed, callback, progress, **options)``
