@@ -28,8 +28,8 @@ from zorb.errors import ConfigError, FitError
 from zorb.core.network import Network
 from zorb.core.layers.activations import SquashingLayer
 from zorb.core.layers.dense import Dense
-from zorb.core.solvers import (AUTO, SOLVERS, check_solver_options, design_matrix, is_auto, qr_triangle, robust_svd,
-                               solve_from_gram, solve_from_triangle, spectrum_summary)
+from zorb.core.solvers import (AUTO, SOLVERS, check_solver_options, design_matrix, is_auto, qr_triangle,
+                               robust_svd, solve_from_gram, solve_from_triangle, spectrum_summary)
 from zorb.core.timing import timed, timed_each
 
 
@@ -473,8 +473,9 @@ def _fit_in_memory(network, a, y, options, seed, callback, progress):
             "target", _targets, tuple(layers[i + 1:]), tuple(auxes[i + 1:]), y, jax.random.fold_in(key, i + 1), 0,
             offset=i + 1, fixed_ranges=False, samples_last=samples_last)
         scalar = partial(jnp.asarray, dtype=dtype)
-        solve = partial(clock.run, "solve", _solve, layer, a, t, scalar(opts.u_rcond), _ridge_argument(opts.ridge, dtype),
-                        solver=opts.solver, rows=_design_rows(layer, samples), samples_last=samples_last)
+        solve = partial(clock.run, "solve", _solve, layer, a, t, scalar(opts.u_rcond),
+                        _ridge_argument(opts.ridge, dtype), solver=opts.solver, rows=_design_rows(layer, samples),
+                        samples_last=samples_last)
         w, spectrum, choice, w_finite = solve()
         if _svd_failed(spectrum, t_finite):
             with robust_svd():
