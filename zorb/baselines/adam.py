@@ -29,7 +29,7 @@ import optax
 from zorb.baselines import check_untrained
 from zorb.errors import ConfigError
 from zorb.core.fit import as_data
-from zorb.core.metrics import forward_all, infer_task, predict, scores
+from zorb.core.metrics import forward_all, infer_task, predict, residual_error, scores
 from zorb.core.network import Network
 from zorb.core.timing import timed
 
@@ -229,10 +229,10 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
     y_rows = np.asarray(y_eval, np.float64).reshape(y_eval.shape[0], -1)
 
     def train_error(weights) -> float:
-        # scores(...)["error"] to the bit, without predict's and scores' copies and other figures:
-        # the curve measures it every eval_every steps (100 times a run by default)
+        # scores(...)["error"] without predict's and scores' copies and other figures: the curve
+        # measures it every eval_every steps (100 times a run by default)
         outputs = np.asarray(forward_all(network.with_weights(weights), x_eval), np.float64)
-        error = float(np.mean(np.linalg.norm(outputs.reshape(y_rows.shape) - y_rows, axis=1)))
+        error = residual_error(outputs.reshape(y_rows.shape), y_rows)
         if not math.isfinite(error):  # scores names the non-finite predictions in its FitError
             return scores(outputs, y_eval, task="regression")["error"]
         return error

@@ -28,8 +28,8 @@ from zorb.errors import ConfigError, FitError
 from zorb.core.network import Network
 from zorb.core.layers.activations import SquashingLayer
 from zorb.core.layers.dense import Dense
-from zorb.core.solvers import (AUTO, SOLVERS, check_solver_options, design_matrix, is_auto, qr_triangle,
-                               robust_svd, solve_from_gram, solve_from_triangle, spectrum_summary)
+from zorb.core.solvers import (AUTO, SOLVERS, all_finite, check_solver_options, design_matrix, is_auto,
+                               qr_triangle, robust_svd, solve_from_gram, solve_from_triangle, spectrum_summary)
 from zorb.core.timing import timed, timed_each
 
 
@@ -149,7 +149,10 @@ def _observe(layers, a, samples_last=False):
 
 @jax.jit
 def _prepare_inverse(layer, rcond):
-    return layer.prepare_inverse(rcond)
+    """What the layer's inverse needs (its weights' pseudoinverse), and whether it came out
+    finite while the weights are (else LAPACK's SVD failed on them: ``_prepare_inverses``)."""
+    aux = layer.prepare_inverse(rcond)
+    return aux, all_finite(aux) | ~all_finite(layer.weights)
 
 
 @partial(jax.jit, static_argnames=("offset", "fixed_ranges", "samples_last"))
@@ -402,16 +405,10 @@ def _prepare_inverses(layers, auxes, above: int, options, clock: _Clock) -> None
     for j in range(above + 1, len(layers)):
         if layers[j].parametric and auxes[j] is None:
             rcond = jnp.asarray(options[j + 1].b_rcond, layers[j].weights.dtype)
-            auxes[j] = clock.run("target", _prepare_inverse, layers[j], rcond)
-            if not _all_finite(auxes[j]) and _all_finite(layers[j].weights):
+            auxes[j], sound = clock.run("target", _prepare_inverse, layers[j], rcond)
+            if not bool(sound):
                 with robust_svd():  # LAPACK's gesdd failed on finite weights (solvers.svd)
-                    auxes[j] = clock.run("target", _prepare_inverse, layers[j], rcond)
-
-
-def _all_finite(tree) -> bool:
-    # on the host: jnp's eager ops would compile a program for every new shape
-    leaves = (np.asarray(leaf) for leaf in jax.tree.leaves(tree))
-    return all(np.isfinite(leaf).all() for leaf in leaves if np.issubdtype(leaf.dtype, np.inexact))
+                    auxes[j], _ = clock.run("target", _prepare_inverse, layers[j], rcond)
 
 
 def _svd_failed(spectrum, t_finite) -> bool:

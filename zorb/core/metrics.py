@@ -51,6 +51,12 @@ def infer_task(Y) -> str:
     return "regression"
 
 
+def residual_error(p: np.ndarray, y: np.ndarray) -> float:
+    """The paper's error: the mean over samples of ``||p - y||_2`` for float64 ``N x k``
+    predictions and targets (NaN or infinite when a prediction is)."""
+    return float(np.mean(np.linalg.norm(p - y, axis=1)))
+
+
 def scores(predictions, Y, task: str | None = None) -> dict[str, float]:
     """The paper's figures for predictions ``P`` against targets ``Y`` (both N x k).
 
@@ -74,8 +80,7 @@ def scores(predictions, Y, task: str | None = None) -> dict[str, float]:
     task = task or infer_task(y)
     if task not in TASKS:
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    residual = p - y
-    out = {"error": float(np.mean(np.linalg.norm(residual, axis=1))), "mse": float(np.mean(residual ** 2))}
+    out = {"error": residual_error(p, y), "mse": float(np.mean((p - y) ** 2))}
     clipped = np.clip(p, 1e-15, 1.0)
     if task == "classification":
         out["accuracy"] = float(np.mean(p.argmax(axis=1) == y.argmax(axis=1)))

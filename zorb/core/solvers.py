@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zorb.core import timing
 from zorb.kernels.products import gram as gram_matrix, matmul
 from zorb.kernels.solve import eigvalsh, gram_solve
 from zorb.errors import ConfigError
@@ -158,8 +159,10 @@ def _gram_svd(m):
     return (v, s, u.T) if wide else (u, s, v.T)
 
 
-def _finite(factors):
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(f)) for f in factors]))
+def all_finite(tree):
+    """Whether every float entry of the arrays in ``tree`` is finite (traced: a 0-d bool)."""
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 _ROBUST_SVD = False
@@ -187,8 +190,6 @@ def robust_svd():
 
 
 def _forget_compiled() -> None:
-    from zorb.core import timing
-
     jax.clear_caches()
     timing.clear()
 
@@ -210,9 +211,9 @@ def svd(m):
 
     def retry(m):
         second = _qr_iteration_svd(m)
-        return jax.lax.cond(_finite(second), lambda _: second, _gram_svd, m)
+        return jax.lax.cond(all_finite(second), lambda _: second, _gram_svd, m)
 
-    return jax.lax.cond(_finite(first), lambda _: first, retry, m)
+    return jax.lax.cond(all_finite(first), lambda _: first, retry, m)
 
 
 def _filter(s, rcond, ridge):
