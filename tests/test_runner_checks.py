@@ -259,3 +259,43 @@ def test_sigterm_raises_stopped_and_an_ignored_sighup_stays_ignored():
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+STOPPED_IN_A_WEAKREF_CALLBACK = """
+import os, signal, sys, time, weakref
+from zorb.runner import lifecycle
+
+class Lock:  # as importlib's module locks: a weakref callback runs when one is freed
+    pass
+
+def callback(_):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(100000):  # the handler runs at one of these bytecodes: inside the callback
+        pass
+    print("callback done", flush=True)
+
+hook = sys.unraisablehook
+try:
+    with lifecycle.catch_signals():
+        lock = Lock()
+        ref = weakref.ref(lock, callback)
+        del lock
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pass
+        print("went on as if no signal had come", flush=True)
+except lifecycle.Stopped as stopped:
+    print("stopped by", stopped.name, flush=True)
+assert sys.unraisablehook is hook
+"""
+
+
+def test_a_stop_raised_where_python_ignores_exceptions_is_raised_again():
+    # In a sweep's worker, the SIGTERM sent when the launcher is gone once arrived while the
+    # main thread ran a weakref callback of importlib; the Stopped it raised was printed and
+    # dropped, and the job went on fitting.
+    result = subprocess.run([sys.executable, "-c", STOPPED_IN_A_WEAKREF_CALLBACK], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["stopped by SIGTERM"], result.stdout
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr

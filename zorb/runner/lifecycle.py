@@ -9,7 +9,8 @@
   over. SLURM ends a job with SIGTERM, then SIGKILL ``KillWait`` seconds later: ``Stopped``
   unwinds the job in that time. The first signal is the one recorded; later ones (SLURM
   signals every process of the step and srun forwards its own) are ignored. A signal that
-  arrives during a native call (one BLAS product) is handled when it returns.
+  arrives during a native call (one BLAS product) is handled when it returns; one whose
+  ``Stopped`` lands where Python drops exceptions (a weakref callback) is raised again.
 - ``process_tags()``: host, process id and the process's start time, so that a run left
   RUNNING by kill -9 or the OOM killer can be told from a live one; ``Heartbeat`` refreshes
   ``zorb.heartbeat`` (seconds since the epoch) so that runs of other hosts can be judged too.
@@ -17,7 +18,8 @@
   belongs to a newer process) and other hosts' runs whose heartbeat is older than
   ``timeout`` FAILED. ``python scripts/runs.py reap`` calls it; so does every sweep's start.
 - ``watch_parent()``: a sweep's worker process stops its job when the process that launched
-  the sweep is gone (kill -9 of the launcher leaves the workers orphaned otherwise).
+  the sweep is gone (kill -9 of the launcher leaves the workers orphaned otherwise), and
+  exits by force, with its threads' stacks on stderr, when the job does not stop in time.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -43,6 +46,8 @@ HEARTBEAT_SECONDS = 60.0
 STALE_SECONDS = 15 * 60.0
 """A run of another host whose heartbeat is older than this is taken for dead by ``reap``."""
 PARENT_POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 10.0
+"""How long a sweep's worker whose launcher is gone has to end its run before it exits."""
 _watched: int | None = None  # the launcher this worker process watches (one thread per process)
 
 
@@ -97,6 +102,27 @@ def _raise_stopped(signum, frame) -> None:
     raise Stopped(signum)
 
 
+def _raise_again(unraisable) -> None:
+    """``sys.unraisablehook`` within ``catch_signals``: a ``Stopped`` raised where Python
+    ignores exceptions (the handler runs at the main thread's next bytecode, which may be
+    in a weakref callback or a ``__del__``: importlib's module locks have one) would leave
+    the run going on as if no signal had come. It is sent again instead, to be raised
+    where the main thread goes on."""
+    error = unraisable.exc_value
+    if not isinstance(error, Stopped):
+        _previous_unraisablehook(unraisable)
+        return
+    log.debug("%s arrived in %r, which ignores exceptions: raising it again", error.name, unraisable.object)
+    signal.signal(error.signum, _raise_stopped)
+    # from another thread: raised here, in the hook, it would be ignored again
+    again = threading.Timer(0.01, os.kill, [os.getpid(), error.signum])
+    again.daemon = True
+    again.start()
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
 def _signals() -> tuple[int, ...]:
     stopping = (signal.SIGTERM, signal.SIGHUP)
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
@@ -113,15 +139,21 @@ def catch_signals() -> Iterator[None]:
         yield
         return
     # a signal the process was started ignoring (SIGHUP under nohup) stays ignored
+    global _previous_unraisablehook
     previous = {signum: signal.getsignal(signum) for signum in _signals()}
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, _raise_stopped)
+    hook = sys.unraisablehook
+    if hook is not _raise_again:
+        _previous_unraisablehook = hook
+        sys.unraisablehook = _raise_again
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = hook
 
 
 def start_time(pid: int) -> float | None:
@@ -233,7 +265,12 @@ def reap(client, experiment_ids: list[str], *, dry_run: bool = False, timeout: f
 
 def watch_parent(launcher_pid: int, launcher_started: float | None) -> None:
     """In a sweep's worker process: when the launching process is gone, send this process
-    SIGTERM, so the job's run ends KILLED and the worker exits instead of running on."""
+    SIGTERM, so the job's run ends KILLED and the worker exits instead of running on.
+
+    A worker whose main thread has not ended the process ``STOP_GRACE_SECONDS`` later (a
+    native call that does not return, a lock left held) writes every thread's stack to
+    stderr and exits at once with SIGTERM's status; its run, left RUNNING, is closed KILLED by
+    the next ``reap`` (every sweep's start, or ``python scripts/runs.py reap``)."""
     global _watched
     if launcher_pid == os.getpid() or _watched == launcher_pid:
         return
@@ -242,10 +279,37 @@ def watch_parent(launcher_pid: int, launcher_started: float | None) -> None:
     def poll() -> None:
         while process_alive(launcher_pid, launcher_started):
             time.sleep(PARENT_POLL_SECONDS)
+        # armed first: the log line below waits for logging's lock, which a stuck main
+        # thread may hold
+        deadline = threading.Timer(STOP_GRACE_SECONDS, force_exit,
+                                   [f"this job has not stopped {STOP_GRACE_SECONDS:.0f} s after SIGTERM"])
+        deadline.daemon = True
+        deadline.start()
         log.error("the sweep's launching process %d is gone: stopping this job", launcher_pid)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=poll, name="zorb-parent-watch", daemon=True).start()
+
+
+def force_exit(reason: str) -> None:
+    """Write ``reason`` and every thread's stack to stderr and to the job's log files, then
+    end the process at once with SIGTERM's exit status. It writes to the file descriptors
+    directly, taking none of the locks (logging's, stderr's) that the stuck main thread may
+    hold, and runs no cleanup."""
+    import faulthandler
+
+    try:
+        targets = {2}
+        for handler in logging.getLogger().handlers:
+            stream = getattr(handler, "stream", None)
+            with contextlib.suppress(Exception):
+                targets.add(stream.fileno())
+        for fd in sorted(targets):
+            with contextlib.suppress(OSError):
+                os.write(fd, f"zorb: {reason}; exiting now. The threads' stacks:\n".encode())
+                faulthandler.dump_traceback(file=fd, all_threads=True)
+    finally:
+        os._exit(128 + signal.SIGTERM)
 
 
 def run_then_exit(entry) -> None:
@@ -261,7 +325,6 @@ def run_then_exit(entry) -> None:
     as usual, with its traceback and the usual exit.
     """
     import atexit
-    import sys
 
     try:
         entry()
