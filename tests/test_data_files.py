@@ -165,12 +165,17 @@ def test_missing_one_idx_file(tmp_path):
         load_dataset("mnist", data_dir=tmp_path)
 
 
-def test_fashion_mnist_debian_fallback(tmp_path, monkeypatch):
-    """With <data_dir>/FashionMNIST/raw absent, the Debian package folder is read."""
+def test_fashion_mnist_debian_fallback(tmp_path, monkeypatch, caplog):
+    """With <data_dir>/FashionMNIST/raw absent, the Debian package folder is read (and said
+    once per process, however often a run looks the files up)."""
     written = write_tiny_mnist(tmp_path / "debian-root", gz=True, name="pkg")
     monkeypatch.setattr(images_module, "DEBIAN_FASHION_MNIST_DIR", str(written["dir"]))
-    ds = load_dataset("fashion_mnist", data_dir=tmp_path / "data")
+    with caplog.at_level("INFO", logger="zorb.data.images"):
+        ds = load_dataset("fashion_mnist", data_dir=tmp_path / "data")
+        load_dataset("fashion_mnist", data_dir=tmp_path / "data")
     np.testing.assert_array_equal(ds.labels_train, written["labels_train"])
+    said = [r.getMessage() for r in caplog.records if "reading the files" in r.getMessage()]
+    assert said == [f"fashion_mnist: reading the files in {written['dir']}"], said
     with pytest.raises(DataError, match="Debian package dataset-fashion-mnist"):
         monkeypatch.setattr(images_module, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "none"))
         load_dataset("fashion_mnist", data_dir=tmp_path / "data")

@@ -118,12 +118,16 @@ def find_idx_files(directory: Path) -> dict[str, Path] | None:
     return found
 
 
+_announced: set[tuple[str, Path]] = set()
+
+
 def locate_idx_files(name: str, data_dir: Path, fallback: bool = True) -> dict[str, Path]:
     """The four IDX files of ``name`` from the first folder that has all of them."""
     for directory in idx_search_dirs(name, data_dir, fallback):
         found = find_idx_files(directory)
         if found is not None:
-            if directory != dataset_dir(name, data_dir):
+            if directory != dataset_dir(name, data_dir) and (name, directory) not in _announced:
+                _announced.add((name, directory))  # once per process: a run looks them up 2-3 times
                 log.info("%s: reading the files in %s", name, directory)
             return found
     primary = dataset_dir(name, data_dir).absolute()
