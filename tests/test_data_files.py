@@ -167,12 +167,13 @@ def test_missing_one_idx_file(tmp_path):
 
 def test_fashion_mnist_debian_fallback(tmp_path, monkeypatch, caplog):
     """With <data_dir>/FashionMNIST/raw absent, the Debian package folder is read (and said
-    once per process, however often a run looks the files up)."""
+    once, where the files are read, not at each of a run's look-ups: its check and digest)."""
     written = write_tiny_mnist(tmp_path / "debian-root", gz=True, name="pkg")
     monkeypatch.setattr(images_module, "DEBIAN_FASHION_MNIST_DIR", str(written["dir"]))
     with caplog.at_level("INFO", logger="zorb.data.images"):
+        images_module.check_image_files("fashion_mnist", tmp_path / "data")
         ds = load_dataset("fashion_mnist", data_dir=tmp_path / "data")
-        load_dataset("fashion_mnist", data_dir=tmp_path / "data")
+        images_module.image_files("fashion_mnist", tmp_path / "data")
     np.testing.assert_array_equal(ds.labels_train, written["labels_train"])
     said = [r.getMessage() for r in caplog.records if "reading the files" in r.getMessage()]
     assert said == [f"fashion_mnist: reading the files in {written['dir']}"], said

@@ -118,17 +118,11 @@ def find_idx_files(directory: Path) -> dict[str, Path] | None:
     return found
 
 
-_announced: set[tuple[str, Path]] = set()
-
-
 def locate_idx_files(name: str, data_dir: Path, fallback: bool = True) -> dict[str, Path]:
     """The four IDX files of ``name`` from the first folder that has all of them."""
     for directory in idx_search_dirs(name, data_dir, fallback):
         found = find_idx_files(directory)
         if found is not None:
-            if directory != dataset_dir(name, data_dir) and (name, directory) not in _announced:
-                _announced.add((name, directory))  # once per process: a run looks them up 2-3 times
-                log.info("%s: reading the files in %s", name, directory)
             return found
     primary = dataset_dir(name, data_dir).absolute()
     first_missing = next(
@@ -163,6 +157,9 @@ def _idx_split(name: str, images_path: Path, labels_path: Path) -> tuple[np.ndar
 def read_idx_dataset(name: str, data_dir: Path, fallback: bool = True) -> RawData:
     """mnist or fashion_mnist from data_dir (or, for fashion_mnist, the Debian package)."""
     files = locate_idx_files(name, data_dir, fallback)
+    folder = files["train_images"].parent
+    if folder != dataset_dir(name, data_dir):  # said where the files are read, not where looked up
+        log.info("%s: reading the files in %s", name, folder)
     x_train, t_train = _idx_split(name, files["train_images"], files["train_labels"])
     x_test, t_test = _idx_split(name, files["test_images"], files["test_labels"])
     return RawData(x_train, t_train, x_test, t_test, "classification", IDX_NUM_CLASSES, True)
