@@ -115,9 +115,14 @@ def _raise_again(unraisable) -> None:
     log.debug("%s arrived in %r, which ignores exceptions: raising it again", error.name, unraisable.object)
     signal.signal(error.signum, _raise_stopped)
     # from another thread: raised here, in the hook, it would be ignored again
-    again = threading.Timer(0.01, os.kill, [os.getpid(), error.signum])
-    again.daemon = True
-    again.start()
+    _after(0.01, os.kill, os.getpid(), error.signum)
+
+
+def _after(seconds: float, call, *args) -> None:
+    """``call(*args)`` in a daemon thread ``seconds`` from now (it never holds up an exit)."""
+    timer = threading.Timer(seconds, call, args)
+    timer.daemon = True
+    timer.start()
 
 
 _previous_unraisablehook = sys.unraisablehook
@@ -281,10 +286,7 @@ def watch_parent(launcher_pid: int, launcher_started: float | None) -> None:
             time.sleep(PARENT_POLL_SECONDS)
         # armed first: the log line below waits for logging's lock, which a stuck main
         # thread may hold
-        deadline = threading.Timer(STOP_GRACE_SECONDS, force_exit,
-                                   [f"this job has not stopped {STOP_GRACE_SECONDS:.0f} s after SIGTERM"])
-        deadline.daemon = True
-        deadline.start()
+        _after(STOP_GRACE_SECONDS, force_exit, f"this job has not stopped {STOP_GRACE_SECONDS:.0f} s after SIGTERM")
         log.error("the sweep's launching process %d is gone: stopping this job", launcher_pid)
         os.kill(os.getpid(), signal.SIGTERM)
 
