@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -265,11 +266,13 @@ STOPPED_IN_A_WEAKREF_CALLBACK = """
 import os, signal, sys, time, weakref
 from zorb.runner import lifecycle
 
+signum = signal.Signals[sys.argv[1]]
+
 class Lock:  # as importlib's module locks: a weakref callback runs when one is freed
     pass
 
 def callback(_):
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signum)
     for _ in range(100000):  # the handler runs at one of these bytecodes: inside the callback
         pass
     print("callback done", flush=True)
@@ -284,18 +287,19 @@ try:
         while time.monotonic() < deadline:
             pass
         print("went on as if no signal had come", flush=True)
-except lifecycle.Stopped as stopped:
-    print("stopped by", stopped.name, flush=True)
+except (lifecycle.Stopped, KeyboardInterrupt) as stopped:
+    print("stopped by", lifecycle.stop_reason(stopped), flush=True)
 assert sys.unraisablehook is hook
 """
 
 
-def test_a_stop_raised_where_python_ignores_exceptions_is_raised_again():
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_raised_where_python_ignores_exceptions_is_raised_again(signum):
     # In a sweep's worker, the SIGTERM sent when the launcher is gone once arrived while the
     # main thread ran a weakref callback of importlib; the Stopped it raised was printed and
-    # dropped, and the job went on fitting.
-    result = subprocess.run([sys.executable, "-c", STOPPED_IN_A_WEAKREF_CALLBACK], capture_output=True, text=True,
-                            timeout=60, check=False)
+    # dropped, and the job went on fitting. Ctrl-C's KeyboardInterrupt can be dropped so too.
+    result = subprocess.run([sys.executable, "-c", STOPPED_IN_A_WEAKREF_CALLBACK, signum.name], capture_output=True,
+                            text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["stopped by SIGTERM"], result.stdout
+    assert result.stdout.splitlines() == [f"stopped by {signum.name}"], result.stdout
     assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr

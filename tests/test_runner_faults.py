@@ -66,7 +66,10 @@ def test_a_signal_mid_fit_ends_the_run_killed(store, tmp_path, signum):  # noqa:
     try:
         wait_for(lambda: fitting(log), 240, "the fit to start")
         os.kill(process.pid, signum)
-        status = process.wait(timeout=60)
+        try:
+            status = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after {signum.name}; it printed:\n{log.read_text()[-3000:]}")
     finally:
         stop_group(process)
     output = log.read_text()

@@ -10,7 +10,8 @@
   unwinds the job in that time. The first signal is the one recorded; later ones (SLURM
   signals every process of the step and srun forwards its own) are ignored. A signal that
   arrives during a native call (one BLAS product) is handled when it returns; one whose
-  ``Stopped`` lands where Python drops exceptions (a weakref callback) is raised again.
+  ``Stopped`` (or ``KeyboardInterrupt``) lands where Python drops exceptions (a weakref
+  callback) is raised again.
 - ``process_tags()``: host, process id and the process's start time, so that a run left
   RUNNING by kill -9 or the OOM killer can be told from a live one; ``Heartbeat`` refreshes
   ``zorb.heartbeat`` (seconds since the epoch) so that runs of other hosts can be judged too.
@@ -103,19 +104,24 @@ def _raise_stopped(signum, frame) -> None:
 
 
 def _raise_again(unraisable) -> None:
-    """``sys.unraisablehook`` within ``catch_signals``: a ``Stopped`` raised where Python
-    ignores exceptions (the handler runs at the main thread's next bytecode, which may be
-    in a weakref callback or a ``__del__``: importlib's module locks have one) would leave
-    the run going on as if no signal had come. It is sent again instead, to be raised
-    where the main thread goes on."""
+    """``sys.unraisablehook`` within ``catch_signals``: a ``Stopped`` (or Ctrl-C's
+    ``KeyboardInterrupt``) raised where Python ignores exceptions (the handler runs at the
+    main thread's next bytecode, which may be in a weakref callback or a ``__del__``:
+    importlib's module locks have one) would leave the run going on as if no signal had
+    come. It is sent again instead, to be raised where the main thread goes on."""
     error = unraisable.exc_value
-    if not isinstance(error, Stopped):
+    if isinstance(error, Stopped):
+        signum = error.signum
+        signal.signal(signum, _raise_stopped)
+    elif isinstance(error, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signum = signal.SIGINT
+    else:
         _previous_unraisablehook(unraisable)
         return
-    log.debug("%s arrived in %r, which ignores exceptions: raising it again", error.name, unraisable.object)
-    signal.signal(error.signum, _raise_stopped)
+    log.debug("%s arrived in %r, which ignores exceptions: raising it again", signal.Signals(signum).name,
+              unraisable.object)
     # from another thread: raised here, in the hook, it would be ignored again
-    _after(0.01, os.kill, os.getpid(), error.signum)
+    _after(0.01, os.kill, os.getpid(), signum)
 
 
 def _after(seconds: float, call, *args) -> None:
