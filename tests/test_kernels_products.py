@@ -53,6 +53,20 @@ def test_small_narrow_and_empty_products_stay_in_xla_and_are_right(shape_a, shap
     np.testing.assert_allclose(np.asarray(jax.jit(products.matmul)(a, b)), a @ b, rtol=1e-13, atol=1e-13)
 
 
+def test_products_in_xla_is_scoped_to_its_block(rng):
+    a, b = rng.normal(size=(300, 200)), rng.normal(size=(200, 256))
+
+    def product():  # a new function each time: jax.jit keeps what a function traced to
+        return lambda a, b: products.matmul(a, b)
+
+    with products.products_in_xla():
+        assert custom_calls(product(), a, b) == 0
+        inside = np.asarray(jax.jit(product())(a, b))
+        assert custom_calls(products.gram, a) == 1  # only dgemm's route changes
+    assert custom_calls(product(), a, b) == 1
+    np.testing.assert_allclose(inside, a @ b, rtol=0, atol=1e-13 * np.abs(a @ b).max())
+
+
 def test_float32_stays_float32_in_xla(rng):
     a = jnp.asarray(rng.normal(size=(300, 200)), jnp.float32)
     b = jnp.asarray(rng.normal(size=(200, 300)), jnp.float32)

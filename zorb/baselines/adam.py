@@ -32,6 +32,7 @@ from zorb.core.fit import as_data
 from zorb.core.metrics import forward_all, infer_task, predict, residual_error, scores
 from zorb.core.network import Network
 from zorb.core.timing import timed
+from zorb.kernels.products import products_in_xla
 
 LOSSES = ("sse", "cross_entropy")
 """``sse``: sum of squared errors of the network's output over the batch and outputs (groups
@@ -254,9 +255,10 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
     seconds = compile_seconds = 0.0
     for start in range(0, steps, eval_every):
         stop = min(start + eval_every, steps)
-        (weights, opt_state), c, r = timed(_train_steps, network, weights, opt_state, x, y, key,
-                                           jnp.asarray(start, jnp.int32), jnp.asarray(stop, jnp.int32), rate,
-                                           loss=loss, batch_size=batch_size, gradient=gradient)
+        with products_in_xla():  # products of batch_size rows: BLAS's thread hand-off costs more
+            (weights, opt_state), c, r = timed(_train_steps, network, weights, opt_state, x, y, key,
+                                               jnp.asarray(start, jnp.int32), jnp.asarray(stop, jnp.int32), rate,
+                                               loss=loss, batch_size=batch_size, gradient=gradient)
         compile_seconds += c
         seconds += r
         measure(stop, seconds, weights)
