@@ -163,7 +163,9 @@ def _train_steps(network: Network, weights, opt_state, x, y, key, start, stop, l
         weights = [w - learning_rate * u for w, u in zip(weights, updates)]
         return weights, opt_state
 
-    return jax.lax.fori_loop(start, stop, step, (weights, opt_state))
+    # products of batch_size rows, every step: BLAS's thread hand-off would cost more than they do
+    with products_in_xla():
+        return jax.lax.fori_loop(start, stop, step, (weights, opt_state))
 
 
 def _positive_int(name: str, value, *, allow_zero: bool = False) -> int:
@@ -255,10 +257,9 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
     seconds = compile_seconds = 0.0
     for start in range(0, steps, eval_every):
         stop = min(start + eval_every, steps)
-        with products_in_xla():  # products of batch_size rows: BLAS's thread hand-off costs more
-            (weights, opt_state), c, r = timed(_train_steps, network, weights, opt_state, x, y, key,
-                                               jnp.asarray(start, jnp.int32), jnp.asarray(stop, jnp.int32), rate,
-                                               loss=loss, batch_size=batch_size, gradient=gradient)
+        (weights, opt_state), c, r = timed(_train_steps, network, weights, opt_state, x, y, key,
+                                           jnp.asarray(start, jnp.int32), jnp.asarray(stop, jnp.int32), rate,
+                                           loss=loss, batch_size=batch_size, gradient=gradient)
         compile_seconds += c
         seconds += r
         measure(stop, seconds, weights)

@@ -38,9 +38,8 @@ def products_in_xla() -> Iterator[None]:
 
     For compiled loops of small products, such as Adam's steps on batches of 32 rows: with
     two threads, each ``dgemm`` inside the loop wakes the BLAS workers, and that hand-off
-    costs more than the product (Sinc's 1-200-200-1 network, 5,000 steps: 9.6 s against
-    2.2 s in XLA; mnist_6: 24.5 ms a step against 18.8). Only tracing reads it: a jitted
-    function keeps the route it was first traced with, so trace it within the block.
+    costs more than the product (docs/performance.md, "One thread pool"). Only tracing reads
+    it: use it inside the jitted function, so that every trace of it takes this route.
     """
     token = _IN_XLA.set(True)
     try:
