@@ -13,6 +13,12 @@ tune_process()  # first: OpenBLAS reads its kernel choice when numpy loads it (z
 
 import sys  # noqa: E402
 
+from zorb.runner import writer  # noqa: E402
+
+# next: a single run's MLflow process imports MLflow and opens the store on another core while
+# this one imports JAX and composes the config (zorb/runner/writer.py)
+writer.start(sys.argv[1:])
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 

@@ -83,17 +83,35 @@ def test_a_signal_mid_fit_ends_the_run_killed(store, tmp_path, signum):  # noqa:
     assert run.data.tags["zorb.pid"] == str(process.pid)
 
 
+def test_kill_9_of_the_run_alone_is_closed_killed_by_its_writer_process(store, tmp_path):  # noqa: F811
+    log = tmp_path / "out.log"
+    process = start([*LONG_FIT, f"tracking.uri={store}"], tmp_path, log)
+    try:
+        wait_for(lambda: fitting(log), 240, "the fit to start")
+        (writer,) = psutil.Process(process.pid).children()
+        process.kill()
+        process.wait(timeout=30)
+        writer.wait(timeout=60)  # it reads the end of its pipe, closes the run and exits
+    finally:
+        stop_group(process)
+    (run,) = runs_of(store)
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert run.data.tags["error"] == "the run's process ended without ending its run (killed by SIGKILL, or crashed)"
+    assert run.data.tags["zorb.pid"] == str(process.pid) and run.data.tags["zorb.mlflow_writer"] == "process"
+    assert "no RUNNING run has lost its process" in reap(store).stdout
+
+
 def test_kill_9_mid_fit_is_reaped_killed(store, tmp_path):  # noqa: F811
     log = tmp_path / "out.log"
     process = start([*LONG_FIT, f"tracking.uri={store}"], tmp_path, log)
     try:
         wait_for(lambda: fitting(log), 240, "the fit to start")
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # the run's process and its MLflow writer, as SLURM's last word
         process.wait(timeout=30)
     finally:
         stop_group(process)
     (run,) = runs_of(store)
-    assert run.info.status == "RUNNING"  # nothing in the process could close it
+    assert run.info.status == "RUNNING"  # nothing was left to close it
     planned = reap(store, "--dry-run")
     assert planned.returncode == 0 and f"{run.info.run_id}" in planned.stdout and "would mark KILLED" in planned.stdout
     assert runs_of(store)[0].info.status == "RUNNING"

@@ -7,8 +7,10 @@ eval_seconds, logging_seconds), then the ratios against the start-up targets.
     python scripts/benchmarks/startup.py --quick    # the same runs shrunk by profile=smoke (CI)
     python scripts/benchmarks/startup.py --full     # also python run.py -m experiment=paper_a (350 runs)
 
-It also times the libraries' floor: a bare interpreter, ``import jax.numpy``, and importing
-MLflow and opening the store (each in its own process).
+Each command's warm run is also timed with ``ZORB_WRITER_PROCESS=0``: the run writes its
+MLflow run itself instead of through its writer process (zorb/runner/writer.py). It also times
+the libraries' floor: a bare interpreter, ``import jax.numpy``, and importing MLflow and
+opening the store (each in its own process).
 
 Targets (on an idle machine): the default run's warm wall time at most its fit + 3 s; the
 iris run's warm wall time at most 3 s; a warm run's compile time at most 10% of the cold
@@ -40,11 +42,13 @@ COMPILE_RATIO = 0.10
 SWEEP_SECONDS = 180.0
 
 
-def run(arguments: list[str], workdir: Path) -> tuple[float, float]:
+def run(arguments: list[str], workdir: Path, **extra_env: str) -> tuple[float, float]:
     """``python run.py <arguments>`` in ``workdir`` with its store and cache there:
-    ``(wall seconds, CPU seconds)``; the CPU time, user and system, varies less with the
-    machine's load than the wall time."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    ``(wall seconds, CPU seconds)``; the CPU time, user and system (of the run and its MLflow
+    writer process), varies less with the machine's load than the wall time."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR", "ZORB_WRITER_PROCESS")}
+    env.update(extra_env)
     command = [sys.executable, str(RUN_PY), *arguments, f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
                f"cache.dir={workdir / 'cache'}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -122,11 +126,14 @@ def main() -> None:
         results = {}
         for name, arguments in COMMANDS.items():
             timings = [run(arguments + extra, workdir) for _ in ("cold", "warm")]
-            cold, warm = metrics_of(workdir, "zorb", 2)
+            # the same warm run writing its MLflow run itself, without the writer process
+            timings.append(run(arguments + extra, workdir, ZORB_WRITER_PROCESS="0"))
+            cold, warm, itself = metrics_of(workdir, "zorb", 3)
             results[name] = (timings, cold, warm)
             print(f"python run.py {' '.join(arguments + extra)}".rstrip())
             print(breakdown("cold", timings[0], cold))
             print(breakdown("warm", timings[1], warm))
+            print(breakdown("self", timings[2], itself) + "  (warm, ZORB_WRITER_PROCESS=0: the run writes itself)")
         print("the libraries' floor (own process each, best of 2): " + ", ".join(
             f"{name} {value:.2f}" for name, value in floor(workdir).items()))
         print("targets (warm = the second run, same shapes, same cache):")

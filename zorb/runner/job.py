@@ -125,7 +125,8 @@ def _run(cfg: DictConfig | Mapping, job: hydra_callbacks.SweepJob | None) -> dic
         if recorder is not None:
             recorder.log_params(records.tracking.flatten(config))
             # startup: the interpreter, imports and Hydra's composition (in a sweep run in one
-            # process, also the jobs before); store: opening the MLflow run and its params
+            # process, also the jobs before); store: opening the MLflow run and its params (and the
+            # wait before the fit for a writer process still opening it, zorb/runner/records.py)
             timings = {"startup_seconds": started - process_start_time(), "store_seconds": time.time() - started}
         check_settings(config)  # a bad setting ends the open run FAILED, with the sentence as its error tag
         outcome = run_experiment(config, records.RunRecords(recorder, timings) if recorder is not None else None)

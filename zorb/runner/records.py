@@ -23,11 +23,15 @@ import zorb
 from zorb.errors import ZorbError
 from zorb.runner import callbacks as hydra_callbacks
 from zorb.runner import lifecycle, tracking
+from zorb.runner import writer as zorb_writer
 from zorb.runner.settings import get
 
 log = logging.getLogger("zorb.runner.records")
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+WRITER_TAG = "zorb.mlflow_writer"
+"""Who wrote the run to the store: ``process`` (a single run's writer process,
+``zorb.runner.writer``) or ``run`` (the run's own process: a sweep's job, ``zorb.runner.main``)."""
 
 
 def hydra_config():
@@ -97,53 +101,49 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
         experiment_id = state["experiment_id"]
         client = tracking.client(uri)
     else:
+        writer = zorb_writer.take()
+        if writer is not None:  # a single run from run.py: its MLflow process opens the run meanwhile
+            recorder = writer.open_run(uri, experiment, run_name(config, job),
+                                       {**run_tags(config, job), **extra_tags, WRITER_TAG: "process"})
+            warm_up_logging(recorder)
+            recorder.when_open(lambda run_id, experiment_id: log_opened(run_id, experiment, uri, experiment_id))
+            return recorder
         client = tracking.client(uri)
         experiment_id = tracking.experiment_id(client, uri, experiment)
     recorder = tracking.start_run(client, experiment_id, run_name=run_name(config, job),
-                                  tags={**run_tags(config, job), **extra_tags},
+                                  tags={**run_tags(config, job), **extra_tags, WRITER_TAG: "run"},
                                   parent_run_id=parent_run_id)
-    warm_up_logging()
-    log.info("MLflow run %s in experiment %r at %s (in the UI: #/experiments/%s/runs/%s?workflowType=machine_learning)",
-             recorder.run_id, experiment, uri, experiment_id, recorder.run_id)
+    warm_up_logging(recorder)
+    log_opened(recorder.run_id, experiment, uri, experiment_id)
     return recorder
 
 
-def warm_up_logging() -> threading.Thread:
-    """Import what logging a finished run needs (MLflow's model and dataset modules, the
-    figures) and fill MLflow's map of installed packages, in a background thread: started
-    when a process opens its first run, it overlaps the data load, the compilation and the
-    fit (which run without the GIL), instead of adding ~2 s after them. The map (0.8 s: a
-    scan of every installed package) is what ``mlflow.pyfunc.save_model`` checks the model's
-    requirements against; it is private to MLflow, so it is only warmed where it exists.
-    Once per process: a sweep's later jobs find it all loaded."""
+def log_opened(run_id: str, experiment: str, uri: str, experiment_id: str) -> None:
+    log.info("MLflow run %s in experiment %r at %s (in the UI: #/experiments/%s/runs/%s?workflowType=machine_learning)",
+             run_id, experiment, uri, experiment_id, run_id)
+
+
+def warm_up_logging(recorder) -> None:
+    """Import what logging a finished run needs, in background threads, while the data
+    loads, the programs compile and the fit runs (which leave the GIL free): the figures'
+    modules here, and MLflow's modules where this process writes to the store itself
+    (``tracking.warm_up``; a writer process warms its own, ``zorb.runner.writer``). Once per
+    process: a sweep's later jobs find it all loaded."""
     global _warm_up
-    if _warm_up is not None:
-        return _warm_up
+    if isinstance(recorder, tracking.RunRecorder):
+        tracking.warm_up()
+    if _warm_up is None:
+        def work():
+            try:
+                import zorb.runner.plots  # noqa: F401
+            except Exception as error:  # an optimisation: the figures import what they need
+                log.debug("warming up the figures failed: %s", error)
 
-    def work():
-        try:
-            import mlflow.data.code_dataset_source  # noqa: F401
-            import mlflow.pyfunc  # noqa: F401
-            from mlflow.utils import requirements_utils
-
-            import zorb.runner.plots  # noqa: F401
-            getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
-        except Exception as error:  # an optimisation: the logging itself imports what it needs
-            log.debug("warming up the logging failed: %s", error)
-
-    _warm_up = threading.Thread(target=work, name="zorb-warm-up-logging", daemon=True)
-    _warm_up.start()
-    return _warm_up
+        _warm_up = threading.Thread(target=work, name="zorb-warm-up-figures", daemon=True)
+        _warm_up.start()
 
 
 _warm_up: threading.Thread | None = None
-
-
-def _warmed_up() -> None:
-    """Wait for ``warm_up_logging``'s thread: MLflow's package map must not be read while the
-    thread is still filling it."""
-    if _warm_up is not None:
-        _warm_up.join()
 
 
 def close_failed(recorder: tracking.RunRecorder, error: BaseException) -> None:
@@ -235,20 +235,17 @@ def log_curve(recorder: tracking.RunRecorder, report) -> None:
 def log_datasets(recorder: tracking.RunRecorder, config: Mapping, dataset) -> None:
     """The train and test splits the run used as its MLflow inputs: name, digest (of the
     arrays), source (zorb's loader with the run's dataset options) and shapes."""
-    import mlflow.data
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-
     from zorb.runner.experiment import arrays_digest
 
-    options = {f"dataset.{key}": str(value) for key, value in get(config, "dataset").items()}
-    source = CodeDatasetSource({"loader": "zorb.data.load_dataset", **options, "seed": str(get(config, "seed")),
-                                **{f"limits.{key}": str(value) for key, value in get(config, "limits").items()
-                                   if value is not None}})
-    recorder.log_datasets({
-        split: mlflow.data.from_numpy(features, targets=targets, source=source, name=f"{dataset.name}-{split}",
-                                      digest=arrays_digest([features, targets])[:DIGEST_LENGTH])
+    source = {"loader": "zorb.data.load_dataset",
+              **{f"dataset.{key}": str(value) for key, value in get(config, "dataset").items()},
+              "seed": str(get(config, "seed")),
+              **{f"limits.{key}": str(value) for key, value in get(config, "limits").items() if value is not None}}
+    recorder.log_datasets([
+        tracking.dataset_spec(split, f"{dataset.name}-{split}", arrays_digest([features, targets])[:DIGEST_LENGTH],
+                              source, np.asarray(features), np.asarray(targets))
         for split, features, targets in (("train", dataset.x_train, dataset.y_train),
-                                         ("test", dataset.x_test, dataset.y_test))})
+                                         ("test", dataset.x_test, dataset.y_test))])
 
 
 DIGEST_LENGTH = 16
@@ -259,31 +256,16 @@ def log_model(recorder: tracking.RunRecorder, trained: zorb.Network) -> str:
     """The network as the MLflow model ``runs:/<run id>/model`` (a logged model, flavour
     ``pyfunc``; see ``zorb.runner.mlflow_model``), with zorb's ``.npz`` inside; returns the
     logged model's id."""
-    import warnings
-
     import jax
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
 
     from zorb.runner import mlflow_model
 
-    _warmed_up()
-    dtype = np.dtype(trained.dtype)
-    signature = ModelSignature(inputs=Schema([TensorSpec(dtype, (-1, *trained.input_shape))]),
-                               outputs=Schema([TensorSpec(dtype, (-1, *trained.output_shape))]))
-    # Named, so MLflow does not load the model in a subprocess to guess them; zorb itself
-    # is installed from its checkout.
-    requirements = [f"jax=={jax.__version__}", f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"]
     with tempfile.TemporaryDirectory() as folder:
-        network, model = Path(folder) / mlflow_model.NETWORK_FILE, Path(folder) / mlflow_model.ARTIFACT_PATH
+        network = Path(folder) / mlflow_model.NETWORK_FILE
         zorb.save(trained, network)
-        with warnings.catch_warnings():
-            # an input example would cost a prediction (and its compilation) per run
-            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
-            mlflow.pyfunc.save_model(str(model), loader_module=mlflow_model.__name__, data_path=str(network),
-                                     signature=signature, pip_requirements=requirements)
-        return recorder.log_model(model, mlflow_model.ARTIFACT_PATH)
+        return recorder.log_network(str(network), np.dtype(trained.dtype).str, list(trained.input_shape),
+                                    list(trained.output_shape), [f"jax=={jax.__version__}", f"numpy=={np.__version__}"],
+                                    name=mlflow_model.ARTIFACT_PATH)
 
 
 def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, report) -> None:
@@ -339,6 +321,10 @@ class RunRecords:
     def network_built(self, network: zorb.Network) -> None:
         from zorb.runner.experiment import weights_digest
 
+        waited = time.perf_counter()
+        self.recorder.ready()  # a run that cannot be opened stops here, before the fit
+        if "store_seconds" in self.timings:  # opening the run includes waiting here for a writer process
+            self.timings["store_seconds"] += time.perf_counter() - waited
         self.recorder.set_tags({"zorb.init_sha256": weights_digest(network)})
         self.progress = _Progress(network, self.recorder)
 

@@ -19,13 +19,14 @@ import math
 import os
 import re
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,17 @@ def retrying(call, *args, **kwargs):
             log.warning("MLflow store is locked; retrying in %.1f s", delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def import_store() -> None:
+    """Import MLflow's client and its SQL store (~2 s of Python), as opening a SQLite store
+    would: what a writer process does while its run starts (``zorb.runner.writer``)."""
+    from mlflow.tracking import MlflowClient  # noqa: F401
+
+    try:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    except ImportError:  # an MLflow without SQL stores opens other stores still
+        pass
 
 
 @functools.lru_cache(maxsize=None)
@@ -267,11 +279,31 @@ def finite_or_max(value: float) -> float:
     if math.isnan(value):
         return value
     if math.isinf(value):
-        return math.copysign(np.finfo(np.float64).max, value)
+        return math.copysign(sys.float_info.max, value)
     return float(value)
 
 
-class RunRecorder:
+class Records:
+    """What every recorder does through its own ``log_points``, ``log_text`` and ``log_file``:
+    ``RunRecorder`` (this process writes) and ``zorb.runner.writer.RemoteRecorder`` (a writer
+    process does)."""
+
+    def log_metric_history(self, key: str, points: list[tuple[int, float]]) -> None:
+        """One metric's history, ``(step, value)`` per point."""
+        self.log_points([(key, value, step) for step, value in points])
+
+    def log_json(self, data: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(data, indent=2, default=_json_default), artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(artifact_file).name
+            figure.savefig(path, dpi=110)
+            parent = str(Path(artifact_file).parent)
+            self.log_file(path, None if parent == "." else parent)
+
+
+class RunRecorder(Records):
     """Writes one MLflow run: params, tags, metrics and artifacts, then its final status."""
 
     def __init__(self, mlflow_client, run_id: str):
@@ -299,10 +331,6 @@ class RunRecorder:
                  metrics=[Metric(k, finite_or_max(float(v)), stamp, step, model_id=model_id)
                           for k, v in metrics.items()])
 
-    def log_metric_history(self, key: str, points: list[tuple[int, float]]) -> None:
-        """One metric's history, ``(step, value)`` per point."""
-        self.log_points([(key, value, step) for step, value in points])
-
     def log_points(self, points: list[tuple[str, float, int]], model_id: str | None = None) -> None:
         """Metric values at steps, ``(key, value, step)`` each, in batches MLflow accepts; with
         ``model_id``, also that logged model's."""
@@ -314,15 +342,43 @@ class RunRecorder:
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             retrying(self.client.log_batch, self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
 
-    def log_datasets(self, datasets: Mapping[str, Any]) -> None:
-        """MLflow datasets (``mlflow.data.Dataset``) as the run's inputs, keyed by their
-        context (``train``, ``test``), which tags each input."""
+    def log_datasets(self, specs: list[Mapping[str, Any]]) -> None:
+        """The run's inputs, one ``dataset_spec`` each (plain data: what a writer process
+        receives), tagged with their context (``train``, ``test``)."""
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
-                  for context, dataset in datasets.items()]
+        inputs = [DatasetInput(dataset_entity(spec), tags=[InputTag(MLFLOW_DATASET_CONTEXT, spec["context"])])
+                  for spec in specs]
         retrying(self.client.log_inputs, self.run_id, datasets=inputs)
+
+    def log_network(self, network_file: str, dtype: str, input_shape: list[int], output_shape: list[int],
+                    requirements: list[str], name: str = "model") -> str:
+        """zorb's ``.npz`` of a trained network as the MLflow model ``runs:/<run id>/<name>``
+        (a logged model of flavour ``pyfunc``, ``zorb.runner.mlflow_model`` its loader);
+        ``requirements`` (pip lines) gain MLflow's own version. Returns the model's id."""
+        import warnings
+
+        import mlflow
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        warmed_up()
+        import numpy as np
+
+        kind = np.dtype(dtype)
+        signature = ModelSignature(inputs=Schema([TensorSpec(kind, (-1, *input_shape))]),
+                                   outputs=Schema([TensorSpec(kind, (-1, *output_shape))]))
+        with tempfile.TemporaryDirectory() as folder:
+            model = Path(folder) / name
+            with warnings.catch_warnings():
+                # an input example would cost a prediction (and its compilation) per run
+                warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+                # the requirements named, so MLflow does not load the model in a subprocess to guess them
+                mlflow.pyfunc.save_model(str(model), loader_module="zorb.runner.mlflow_model",
+                                         data_path=network_file, signature=signature,
+                                         pip_requirements=[*requirements, f"mlflow=={mlflow.__version__}"])
+            return self.log_model(model, name)
 
     def log_model(self, local_dir: Path, name: str) -> str:
         """An MLflow model saved in ``local_dir`` as this run's logged model ``name``
@@ -345,15 +401,8 @@ class RunRecorder:
     def log_text(self, text: str, artifact_file: str) -> None:
         retrying(self.client.log_text, self.run_id, text, artifact_file)
 
-    def log_json(self, data: Any, artifact_file: str) -> None:
-        self.log_text(json.dumps(data, indent=2, default=_json_default), artifact_file)
-
-    def log_figure(self, figure, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / Path(artifact_file).name
-            figure.savefig(path, dpi=110)
-            parent = str(Path(artifact_file).parent)
-            self.log_file(path, None if parent == "." else parent)
+    def ready(self) -> None:
+        """The run is open (a writer process's recorder waits here, ``zorb.runner.writer``)."""
 
     def terminate(self, status: str) -> None:
         retrying(self.client.set_terminated, self.run_id, status)
@@ -363,7 +412,69 @@ class RunRecorder:
         return self.client.get_run(self.run_id).info.artifact_uri
 
 
+def dataset_spec(context: str, name: str, digest: str, source: Mapping[str, str], features, targets) -> dict:
+    """What an MLflow dataset input records of ``features`` and ``targets`` (arrays), as plain
+    data: their dtypes and shapes, the name, the digest and the source's fields."""
+    return {"context": context, "name": name, "digest": digest, "source": dict(source),
+            "features": [features.dtype.str, list(features.shape)],
+            "targets": [targets.dtype.str, list(targets.shape)]}
+
+
+def dataset_entity(spec: Mapping[str, Any]):
+    """The MLflow dataset entity of a ``dataset_spec``: that of ``mlflow.data.from_numpy`` on
+    the arrays themselves (its schema and profile read only their dtypes and shapes, which
+    zero-strided stand-ins of no memory carry)."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    import numpy as np
+
+    features, targets = (np.broadcast_to(np.zeros((), dtype=np.dtype(kind)), tuple(shape))
+                         for kind, shape in (spec["features"], spec["targets"]))
+    return mlflow.data.from_numpy(features, targets=targets, source=CodeDatasetSource(dict(spec["source"])),
+                                  name=spec["name"], digest=spec["digest"])._to_mlflow_entity()
+
+
+def warm_up() -> threading.Thread:
+    """Import what logging a finished run needs from MLflow (its model and dataset modules)
+    and fill MLflow's map of installed packages, in a background thread: started when a
+    process opens its first run, it overlaps the data load, the compilation and the fit
+    (which run without the GIL) instead of adding ~2 s after them. The map (0.8 s: a scan
+    of every installed package) is what ``mlflow.pyfunc.save_model`` checks a model's
+    requirements against; it is private to MLflow, so it is only warmed where it exists.
+    Once per process: a sweep's later jobs find it all loaded."""
+    global _warm_up
+    if _warm_up is not None:
+        return _warm_up
+
+    def work():
+        try:
+            import mlflow.data.code_dataset_source  # noqa: F401
+            import mlflow.pyfunc  # noqa: F401
+            from mlflow.utils import requirements_utils
+
+            getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
+        except Exception as error:  # an optimisation: the logging itself imports what it needs
+            log.debug("warming up MLflow's logging failed: %s", error)
+
+    _warm_up = threading.Thread(target=work, name="zorb-warm-up-mlflow", daemon=True)
+    _warm_up.start()
+    return _warm_up
+
+
+_warm_up: threading.Thread | None = None
+
+
+def warmed_up() -> None:
+    """Wait for ``warm_up``'s thread: MLflow's package map must not be read while the thread
+    is still filling it."""
+    if _warm_up is not None:
+        _warm_up.join()
+
+
 def _json_default(value: Any):
+    import numpy as np
+
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
