@@ -166,7 +166,7 @@ class WriterProcess:
     def open_run(self, uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> "RemoteRecorder":
         """Open a run in experiment ``experiment`` (created if missing) of store ``uri``."""
         self.used = True
-        opened = self.send("open", uri=uri, experiment=experiment, run_name=run_name,
+        opened = self.send("open", uri=uri, experiment=experiment, run_name=run_name, cwd=os.getcwd(),
                            tags={key: str(value) for key, value in tags.items()})
         return RemoteRecorder(self, opened)
 
@@ -376,6 +376,7 @@ def serve(requests_fd: int, replies_fd: int) -> None:
 
 
 def open_run(tracking, request: Mapping[str, Any]):
+    os.chdir(request["cwd"])  # the run's folder now (hydra.job.chdir=true moves it): relative paths as the run reads them
     client = tracking.client(request["uri"])
     experiment_id = tracking.experiment_id(client, request["uri"], request["experiment"])
     recorder = tracking.start_run(client, experiment_id, run_name=request["run_name"], tags=request["tags"])
