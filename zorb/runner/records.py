@@ -86,7 +86,9 @@ def experiment_tag() -> dict[str, str]:
 
 
 def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.RunRecorder:
-    """Open this run's MLflow run (a child of the sweep's parent in a multirun) with its tags."""
+    """Open this run's MLflow run (a child of the sweep's parent in a multirun) with its tags:
+    through the writer process ``run.py`` started for a single run (a
+    ``zorb.runner.writer.RemoteRecorder``), else from this process."""
     uri = tracking.resolve_tracking_uri(get(config, "tracking", "uri"))
     experiment = str(get(config, "tracking", "experiment"))
     parent_run_id = None
