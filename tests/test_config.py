@@ -385,3 +385,33 @@ def test_spectra_figure_renders(tmp_path):
     figure = spectra_figure(reports, title="t")
     figure.savefig(tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spectra_figure_labels_decades_plainly_and_clear_of_its_tick_labels():
+    from zorb.runner.plots import spectra_figure
+
+    @dataclasses.dataclass
+    class Report:
+        index: int
+        kind: str
+        design_shape: tuple
+        spectrum: np.ndarray
+        cutoff: float
+        rank: int
+        cond: float
+        u_rcond: float
+
+    # the widest labels a spectrum gets: 1e-13 on the y axis, 4 digits on the x axis
+    reports = [Report(i, "dense", (5000, 1001), np.logspace(3, -13, 1001), 1e-12, 990, 1e16, 1e-15) for i in (1, 3)]
+    figure = spectra_figure(reports, title="fashion_mnist / mnist_6: spectra of [A, 1]")
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    for ax in figure.axes[:2]:
+        labels = [label for label in ax.yaxis.get_ticklabels() if label.get_visible() and label.get_text()]
+        assert {label.get_text() for label in labels} >= {"1e-12", "1e-6", "1"}
+        widest_left = min(label.get_window_extent(renderer).x0 for label in labels)
+        assert ax.yaxis.label.get_window_extent(renderer).x1 < widest_left
+        assert ax.yaxis.label.get_window_extent(renderer).x0 > 0  # inside the figure
+        lowest = min(label.get_window_extent(renderer).y0 for label in ax.xaxis.get_ticklabels() if label.get_text())
+        assert ax.xaxis.label.get_window_extent(renderer).y1 < lowest
+        assert ax.title.get_window_extent(renderer).y0 >= ax.get_window_extent(renderer).y1
