@@ -169,3 +169,51 @@ def test_scores_match_their_definitions():
     assert b["accuracy"] == pytest.approx(2 / 3)
     r = zorb.scores(np.array([[1.0, 2.0]]), np.array([[1.5, 2.5]]))
     assert "accuracy" not in r and r["error"] == pytest.approx(np.sqrt(0.5))
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["numpy", "jax"])
+def test_the_data_checks_say_the_same_for_host_and_device_arrays(on_device):
+    import jax
+
+    from zorb.core.fit import as_data
+    from zorb.errors import ConfigError
+
+    def given(values):
+        return jnp.asarray(values) if on_device else np.asarray(values)
+
+    x = np.arange(12.0).reshape(4, 3)
+    checked = as_data("X", given(x), jnp.float32, (3,))
+    assert isinstance(checked, jax.Array) and checked.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(checked), x.astype(np.float32))
+    bad = x.copy()
+    bad[2, 1] = np.inf
+    with pytest.raises(ConfigError, match="^X contains NaN or infinite values$"):
+        as_data("X", given(bad), jnp.float64, (3,))
+    bad[2, 1] = np.nan
+    with pytest.raises(ConfigError, match="^X contains NaN or infinite values$"):
+        as_data("X", given(bad), jnp.float64, (3,))
+    with pytest.raises(ConfigError, match=r"^Y must have shape \(N, 2\), got \(4, 3\)$"):
+        as_data("Y", given(x), jnp.float64, (2,))
+    with pytest.raises(ConfigError, match="^X must be a real numeric array, got dtype bool$"):
+        as_data("X", given(x > 3), jnp.float64, (3,))
+    assert as_data("X", [[1, 2, 3]], jnp.float64, (3,)).dtype == jnp.float64  # a list, as from a user
+
+
+def test_checking_host_data_compiles_nothing():
+    import jax
+
+    from zorb.core.fit import as_data
+
+    x = np.random.default_rng(0).normal(size=(7, 5))  # a shape no other test checks
+    with jax.log_compiles(True):
+        import logging
+
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger("jax").addHandler(handler)
+        try:
+            as_data("X", x, jnp.float64, (5,))
+        finally:
+            logging.getLogger("jax").removeHandler(handler)
+    assert not [r for r in records if "Compiling" in r.getMessage()]

@@ -188,7 +188,7 @@ def _targets(layers, auxes, y, key, first_row, *, offset, fixed_ranges, samples_
 
 def _ridge_argument(ridge, dtype):
     """What the jitted solves take: a scalar array, or ``None`` for ``"auto"`` (static)."""
-    return None if is_auto(ridge) else jnp.asarray(ridge, dtype)
+    return None if is_auto(ridge) else np.asarray(ridge, dtype)  # a host scalar: no program to convert it
 
 
 def _solved(result):
@@ -267,17 +267,29 @@ def _samples_last(network: Network, samples: int) -> bool:
             and all(layer.samples_last_ok for layer in network.layers))
 
 
+@jax.jit
+def _layer_key(seed, index):
+    """``fold_in(key(seed), index)``: the key of the targets of the layers above layer
+    ``index``, in one compiled program (the same ops one by one compile four)."""
+    return jax.random.fold_in(jax.random.key(seed), index)
+
+
 def as_data(name: str, value, dtype, shape) -> jax.Array:
-    """``value`` as a finite ``dtype`` array of shape (N, *shape), or a ConfigError."""
-    array = jnp.asarray(value)
+    """``value`` as a finite ``dtype`` array of shape (N, *shape), or a ConfigError.
+
+    A NumPy array (or list) is checked and converted on the host: the same checks through
+    JAX would compile a program per shape and dtype (~50 ms each, a small run's whole fit)."""
+    on_device = isinstance(value, jax.Array)
+    array = value if on_device else np.asarray(value)
     if not jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.complexfloating):
         raise ConfigError(f"{name} must be a real numeric array, got dtype {array.dtype}")
-    array = array.astype(dtype)
+    array = array.astype(dtype) if on_device else array.astype(np.dtype(dtype), copy=False)
     if array.ndim < 1 or tuple(array.shape[1:]) != tuple(shape):
         raise ConfigError(f"{name} must have shape (N, {', '.join(map(str, shape))}), got {tuple(array.shape)}")
-    if not bool(jnp.all(jnp.isfinite(array))):
+    finite = bool(jnp.all(jnp.isfinite(array))) if on_device else bool(np.isfinite(array).all())
+    if not finite:
         raise ConfigError(f"{name} contains NaN or infinite values")
-    return array
+    return array if on_device else jax.device_put(array)  # jnp.asarray would compile a copy per shape
 
 
 class _Clock:
@@ -404,7 +416,7 @@ def _prepare_inverses(layers, auxes, above: int, options, clock: _Clock) -> None
     their initial weights until their own turn comes."""
     for j in range(above + 1, len(layers)):
         if layers[j].parametric and auxes[j] is None:
-            rcond = jnp.asarray(options[j + 1].b_rcond, layers[j].weights.dtype)
+            rcond = np.asarray(options[j + 1].b_rcond, layers[j].weights.dtype)  # no program to convert it
             auxes[j], sound = clock.run("target", _prepare_inverse, layers[j], rcond)
             if not bool(sound):
                 with robust_svd():  # LAPACK's gesdd failed on finite weights (solvers.svd)
@@ -444,7 +456,6 @@ def _fit_in_memory(network, a, y, options, seed, callback, progress):
     dtype = network.dtype
     layers = list(network.layers)
     auxes: list = [None] * len(layers)
-    key = jax.random.key(seed)
     first = min(i for i, layer in enumerate(layers) if layer.parametric)
     last = max(i for i, layer in enumerate(layers) if layer.parametric)
     samples = a.shape[0]
@@ -467,9 +478,9 @@ def _fit_in_memory(network, a, y, options, seed, callback, progress):
             layers[i + 1:] = clock.run("forward", _observe, tuple(layers[i:]), a, samples_last=samples_last)[1:]
         _prepare_inverses(layers, auxes, i, options, clock)
         t, layers[i + 1:], t_finite = clock.run(
-            "target", _targets, tuple(layers[i + 1:]), tuple(auxes[i + 1:]), y, jax.random.fold_in(key, i + 1), 0,
+            "target", _targets, tuple(layers[i + 1:]), tuple(auxes[i + 1:]), y, _layer_key(seed, i + 1), 0,
             offset=i + 1, fixed_ranges=False, samples_last=samples_last)
-        scalar = partial(jnp.asarray, dtype=dtype)
+        scalar = partial(np.asarray, dtype=dtype)  # host scalars: no program to convert them
         solve = partial(clock.run, "solve", _solve, layer, a, t, scalar(opts.u_rcond),
                         _ridge_argument(opts.ridge, dtype), solver=opts.solver, rows=_design_rows(layer, samples),
                         samples_last=samples_last)
@@ -581,7 +592,6 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
 
     layers = list(network.layers)
     auxes: list = [None] * len(layers)
-    key = jax.random.key(seed)
     last = max(i for i, layer in enumerate(layers) if layer.parametric)
     held = [load(*block) for block in blocks] if keep_inputs else None
     applied = 0  # held[c][0] is the input of layer `applied`
@@ -592,7 +602,7 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
             continue
         opts, clock = options[i + 1], _Clock()
         above = i + 1
-        layer_key = jax.random.fold_in(key, above)
+        layer_key = _layer_key(seed, above)
         # passes over the rows: an observation pass if a layer above needs one, one per
         # Sigmoid/Tanh above (its range), and the solve's
         count = (any(u.needs_observation for u in layers[above:]) +
@@ -659,7 +669,7 @@ def _fit_blocked(network, X, Y, options, seed, spans, devices, keep_inputs, call
         t_finite = share.all(t_finite)
         total = share.combine(total, opts.solver, home)
         design_rows = _design_rows(layer, n)
-        scalar = partial(jnp.asarray, dtype=dtype)
+        scalar = partial(np.asarray, dtype=dtype)
         finish = partial(clock.run, "solve", _finish, total, scalar(opts.u_rcond), _ridge_argument(opts.ridge, dtype),
                          solver=opts.solver, rows=design_rows, cols=int(layer.weights.shape[0]))
         w, spectrum, choice, w_finite = finish()

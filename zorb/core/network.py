@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -109,6 +110,13 @@ def _build_layer(cls, index: int, in_shape: Shape, key, dtype, options: dict):
         raise ConfigError(f"layer {index}: {error}") from None
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _layer_keys(seed, count: int) -> tuple:
+    """``split(key(seed), count)`` as ``count`` separate keys, in one compiled program: the
+    same ops run one by one (and each key indexed out) would compile five."""
+    return tuple(jax.random.split(jax.random.key(seed), count))
+
+
 def build_network(specs: Sequence[Mapping[str, Any]], input_shape: Sequence[int], *,
                   output_dim: int | None = None, seed: int = 0, dtype: str = "float64",
                   weights: Sequence | None = None) -> Network:
@@ -129,7 +137,7 @@ def build_network(specs: Sequence[Mapping[str, Any]], input_shape: Sequence[int]
         raise ConfigError(f"input shape must be non-empty and positive, got {tuple(input_shape)}")
     if output_dim is not None and (isinstance(output_dim, bool) or int(output_dim) < 1):
         raise ConfigError(f"output_dim must be a positive integer, got {output_dim!r}")
-    keys = jax.random.split(jax.random.key(seed), len(specs))
+    keys = _layer_keys(seed, len(specs))
     layers = []
     for i, spec in enumerate(specs):
         cls, options = _layer_options(i + 1, spec, output_dim)
