@@ -46,12 +46,13 @@ def test_only_a_single_tracked_run_starts_a_writer(argv, expected, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_run_records_the_same_through_its_writer_process_and_never_imports_mlflow(store, tmp_path):  # noqa: F811
+def test_a_run_records_the_same_through_its_writer_process_and_never_imports_mlflow_or_matplotlib(store, tmp_path):  # noqa: F811
     through = _run_with_importtime([*IRIS, f"tracking.uri={store}"], tmp_path, cli_env())
     itself = run_cli(*IRIS, f"tracking.uri={store}", cwd=tmp_path, env=cli_env(**{writer.ENV_SWITCH: "0"}))
     assert through.returncode == 0 and itself.returncode == 0, through.stderr[-3000:] + itself.stderr[-3000:]
     imported = [line.rsplit("|", 1)[1].strip() for line in through.stderr.splitlines() if line.startswith("import time:")]
-    assert "jax" in imported and not any(name.split(".")[0] in ("mlflow", "sqlalchemy", "alembic") for name in imported)
+    assert "jax" in imported and not any(name.split(".")[0] in ("mlflow", "sqlalchemy", "alembic", "matplotlib")
+                                         for name in imported)
     assert "MLflow run " in through.stdout and " in experiment 'zorb' at " in through.stdout
 
     by_process, by_run = runs_of(store)
@@ -128,3 +129,22 @@ def test_a_deleted_experiment_stops_the_run_before_its_fit(store, tmp_path):  # 
         f"MLflow experiment 'gone' is deleted in {store}: restore it (mlflow experiments restore) or choose "
         f"another tracking.experiment")
     assert runs_of(store, "gone") == []
+
+
+@pytest.mark.slow
+def test_the_writer_draws_the_ridge_figure_from_the_runs_summary(store, tmp_path):  # noqa: F811
+    import json
+    from pathlib import Path
+
+    done = run_cli(*IRIS, "solver.ridge=auto", "tracking.log_model=false", f"tracking.uri={store}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs_of(store)
+    assert run.data.tags["zorb.mlflow_writer"] == "process"
+    folder = Path(client(store).download_artifacts(run.info.run_id, "spectra", str(tmp_path)))
+    summary = {layer["index"]: layer for layer in json.loads((folder / "summary.json").read_text())}
+    for index in (1, 3):
+        grid = np.asarray(summary[index]["ridge_grid"])
+        assert grid.ndim == 1 and len(grid) == len(summary[index]["ridge_score"]) > 10
+        assert grid.min() <= run.data.metrics[f"layer{index}.ridge"] <= grid.max()
+    for figure in ("spectra.png", "ridge_gcv.png"):
+        assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -106,6 +109,21 @@ def spectra_figure(layers: Sequence, *, title: str | None = None) -> Figure:
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     return figure
+
+
+def draw_spectra(folder: Path, title: str | None = None) -> None:
+    """Draw ``spectra.png`` (``spectra_figure``) and, for layers whose ridge was chosen,
+    ``ridge_gcv.png`` (``ridge_figure``) into a run's ``spectra/`` folder, from what it holds:
+    ``summary.json`` (one entry per solved layer) and ``layer{i}.npy`` (its spectrum)."""
+    layers = [SimpleNamespace(**{**entry, "cond": float(entry["cond"]),
+                                 "spectrum": np.load(folder / f"layer{entry['index']}.npy", allow_pickle=False)})
+              for entry in json.loads((folder / "summary.json").read_text())]
+    if layers:
+        spectra_figure(layers, title=title).savefig(folder / "spectra.png", dpi=110)
+    chosen = [SimpleNamespace(**{**vars(layer), "ridge_score": np.asarray(layer.ridge_score, dtype=np.float64)})
+              for layer in layers if "ridge_grid" in vars(layer)]
+    if chosen:
+        ridge_figure(chosen).savefig(folder / "ridge_gcv.png", dpi=110)
 
 
 def metric_against_keys(runs, metric: str, keys: Sequence[str], *, line: str, title: str | None = None) -> Figure:

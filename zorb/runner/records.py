@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -126,26 +125,11 @@ def log_opened(run_id: str, experiment: str, uri: str, experiment_id: str) -> No
 
 
 def warm_up_logging(recorder) -> None:
-    """Import what logging a finished run needs, in background threads, while the data
-    loads, the programs compile and the fit runs (which leave the GIL free): the figures'
-    modules here, and MLflow's modules where this process writes to the store itself
-    (``tracking.warm_up``; a writer process warms its own, ``zorb.runner.writer``). Once per
-    process: a sweep's later jobs find it all loaded."""
-    global _warm_up
+    """Where this process writes the run itself, import what writing a finished run needs
+    (``tracking.warm_up``) in a background thread while the run computes; a writer process
+    does that in its own (``zorb.runner.writer``)."""
     if isinstance(recorder, tracking.RunRecorder):
         tracking.warm_up()
-    if _warm_up is None:
-        def work():
-            try:
-                import zorb.runner.plots  # noqa: F401
-            except Exception as error:  # an optimisation: the figures import what they need
-                log.debug("warming up the figures failed: %s", error)
-
-        _warm_up = threading.Thread(target=work, name="zorb-warm-up-figures", daemon=True)
-        _warm_up.start()
-
-
-_warm_up: threading.Thread | None = None
 
 
 def close_failed(recorder: tracking.RunRecorder, error: BaseException) -> None:
@@ -271,9 +255,8 @@ def log_model(recorder: tracking.RunRecorder, trained: zorb.Network) -> str:
 
 
 def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, report) -> None:
-    """Spectra (one .npy per solved layer, a JSON summary, one figure), configs, log."""
-    from zorb.runner.plots import ridge_figure, spectra_figure
-
+    """Spectra (one .npy per solved layer, a JSON summary, the figures drawn from them by
+    whichever process writes the run), configs, log."""
     with tempfile.TemporaryDirectory() as folder:
         spectra = Path(folder) / "spectra"
         spectra.mkdir()
@@ -284,15 +267,12 @@ def log_artifacts(recorder: tracking.RunRecorder, config: Mapping, report) -> No
                             "solver": layer.solver, "u_rcond": layer.u_rcond, "b_rcond": layer.b_rcond,
                             "ridge": layer.ridge, "cutoff": layer.cutoff, "rank": layer.rank,
                             "cond": layer.cond if math.isfinite(layer.cond) else str(layer.cond)})
+            if getattr(layer, "ridge_grid", None) is not None:  # ridge="auto": the GCV curve it chose from
+                summary[-1].update(ridge_grid=np.asarray(layer.ridge_grid).tolist(),
+                                   ridge_score=[float(v) if math.isfinite(v) else str(v)
+                                                for v in np.asarray(layer.ridge_score, dtype=np.float64)])
         (spectra / "summary.json").write_text(json.dumps(summary, indent=2))
-        if report.layers:
-            figure = spectra_figure(report.layers, title=f"{config['dataset']['name']} / "
-                                                         f"{config['network']['name']}: spectra of [A, 1]")
-            figure.savefig(spectra / "spectra.png", dpi=110)
-        chosen = [layer for layer in report.layers if getattr(layer, "ridge_grid", None) is not None]
-        if chosen:  # ridge="auto": each layer's GCV curve and choice
-            ridge_figure(chosen).savefig(spectra / "ridge_gcv.png", dpi=110)
-        recorder.log_dir(spectra, "spectra")
+        recorder.log_spectra(spectra, f"{config['dataset']['name']} / {config['network']['name']}: spectra of [A, 1]")
     recorder.log_text(OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
     log_job_files(recorder)
 

@@ -392,6 +392,15 @@ class RunRecorder(Records):
         retrying(self.client.log_outputs, self.run_id, [LoggedModelOutput(model.model_id, step=0)])
         return model.model_id
 
+    def log_spectra(self, folder: Path | str, title: str) -> None:
+        """A run's ``spectra/`` folder (``layer{i}.npy`` and ``summary.json``, written by
+        ``zorb.runner.records.log_artifacts``) with its figures drawn into it first
+        (``zorb.runner.plots.draw_spectra``)."""
+        from zorb.runner.plots import draw_spectra
+
+        draw_spectra(Path(folder), title)
+        self.log_dir(Path(folder), "spectra")
+
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         retrying(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
@@ -436,8 +445,8 @@ def dataset_entity(spec: Mapping[str, Any]):
 
 
 def warm_up() -> threading.Thread:
-    """Import what logging a finished run needs from MLflow (its model and dataset modules)
-    and fill MLflow's map of installed packages, in a background thread: started when a
+    """Import what logging a finished run needs (MLflow's model and dataset modules, the
+    figures) and fill MLflow's map of installed packages, in a background thread: started when a
     process opens its first run, it overlaps the data load, the compilation and the fit
     (which run without the GIL) instead of adding ~2 s after them. The map (0.8 s: a scan
     of every installed package) is what ``mlflow.pyfunc.save_model`` checks a model's
@@ -453,6 +462,7 @@ def warm_up() -> threading.Thread:
             import mlflow.pyfunc  # noqa: F401
             from mlflow.utils import requirements_utils
 
+            import zorb.runner.plots  # noqa: F401
             getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
         except Exception as error:  # an optimisation: the logging itself imports what it needs
             log.debug("warming up MLflow's logging failed: %s", error)

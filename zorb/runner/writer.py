@@ -50,8 +50,8 @@ NOT_SINGLE_RUN = ("-m", "--multirun", "-c", "--cfg", "--help", "-h", "--hydra-he
 UNTRACKED = ("tracking=off", "tracking.enabled=false", "tracking.enabled=False")
 LOST = "the run's process ended without ending its run (killed by SIGKILL, or crashed)"
 # what a RemoteRecorder may call on the writer's RunRecorder
-METHODS = ("log_params", "set_tags", "log_metrics", "log_points", "log_datasets", "log_network", "log_file",
-           "log_dir", "log_text", "terminate", "artifact_uri")
+METHODS = ("log_params", "set_tags", "log_metrics", "log_points", "log_datasets", "log_network", "log_spectra",
+           "log_file", "log_dir", "log_text", "terminate", "artifact_uri")
 
 
 class WriterError(RuntimeError):
@@ -246,6 +246,10 @@ class RemoteRecorder(Records):
         return self._call("log_network", network_file, dtype, list(input_shape), list(output_shape),
                           list(requirements), name, wait=True)
 
+    def log_spectra(self, folder: Path | str, title: str) -> None:
+        """The writer draws the figures (the run's process need not load matplotlib)."""
+        self._call("log_spectra", str(folder), title, wait=True)
+
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         self._call("log_file", str(path), artifact_path, wait=True)  # the file may go once this returns
 
@@ -325,7 +329,7 @@ def serve(requests_fd: int, replies_fd: int) -> None:
     from zorb.runner import tracking
 
     tracking.import_store()  # before the first request: the run goes on meanwhile
-    tracking.warm_up()  # then, in a thread, what the run's end needs (MLflow's model modules)
+    tracking.warm_up()  # then, in a thread, what the run's end needs (MLflow's model modules, the figures)
     replies = os.fdopen(replies_fd, "w", encoding="utf-8")
     recorder = None
     ended = False
