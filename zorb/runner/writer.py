@@ -329,7 +329,6 @@ def serve(requests_fd: int, replies_fd: int) -> None:
     from zorb.runner import tracking
 
     tracking.import_store()  # before the first request: the run goes on meanwhile
-    tracking.warm_up()  # then, in a thread, what the run's end needs (MLflow's model modules, the figures)
     replies = os.fdopen(replies_fd, "w", encoding="utf-8")
     recorder = None
     ended = False
@@ -343,6 +342,9 @@ def serve(requests_fd: int, replies_fd: int) -> None:
                 if request["op"] == "open":
                     recorder = open_run(tracking, request)
                     result = {"run_id": recorder.run_id, "experiment_id": recorder.experiment_id}
+                    # then, in a thread, what the run's end needs (MLflow's model modules, the
+                    # figures): started earlier, it would slow the opening the run waits for
+                    tracking.warm_up()
                 elif request["op"] == "sync":
                     result = None
                 elif request["op"] == "call" and request["method"] in METHODS and recorder is not None:
