@@ -83,6 +83,30 @@ def test_a_signal_mid_fit_ends_the_run_killed(store, tmp_path, signum):  # noqa:
     assert run.data.tags["zorb.pid"] == str(process.pid)
 
 
+def test_ctrl_c_in_a_terminal_ends_the_run_killed_through_its_writer(store, tmp_path):  # noqa: F811
+    """A terminal's Ctrl-C signals the whole foreground process group: the run and its MLflow
+    writer process. The writer ignores it and writes the run's end that the run sends."""
+    log = tmp_path / "out.log"
+    process = start([*LONG_FIT, f"tracking.uri={store}"], tmp_path, log)
+    try:
+        wait_for(lambda: fitting(log), 240, "the fit to start")
+        (writer,) = psutil.Process(process.pid).children()
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            status = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after Ctrl-C; it printed:\n{log.read_text()[-3000:]}")
+        writer.wait(timeout=30)
+    finally:
+        stop_group(process)
+    output = log.read_text()
+    assert status == 130 and output.endswith("interrupted (SIGINT): the run is marked KILLED\n"), output[-500:]
+    assert "Traceback" not in output, output
+    (run,) = runs_of(store)
+    assert run.info.status == "KILLED" and run.data.tags["zorb.stopped_by"] == "SIGINT"
+    assert run.data.tags["zorb.mlflow_writer"] == "process"
+
+
 def test_kill_9_of_the_run_alone_is_closed_killed_by_its_writer_process(store, tmp_path):  # noqa: F811
     log = tmp_path / "out.log"
     process = start([*LONG_FIT, f"tracking.uri={store}"], tmp_path, log)
