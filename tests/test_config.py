@@ -366,22 +366,24 @@ def test_pin_takes_distinct_cores_and_limits_blas(tmp_path):
         assert outs[0]["cores"] != outs[1]["cores"]
 
 
+@dataclasses.dataclass
+class SpectrumReport:
+    """What the spectra figure reads of a solved layer (zorb.LayerReport's fields)."""
+    index: int
+    kind: str
+    design_shape: tuple
+    spectrum: np.ndarray
+    cutoff: float
+    rank: int
+    cond: float
+    u_rcond: float
+
+
 def test_spectra_figure_renders(tmp_path):
     from zorb.runner.plots import spectra_figure
 
-    @dataclasses.dataclass
-    class Report:
-        index: int
-        kind: str
-        design_shape: tuple
-        spectrum: np.ndarray
-        cutoff: float
-        rank: int
-        cond: float
-        u_rcond: float
-
-    reports = [Report(1, "conv2d", (100, 10), np.logspace(2, -3, 10), 1e-1, 7, 1e3, 1e-3),
-               Report(3, "dense", (50, 9), np.r_[np.logspace(1, -1, 8), 0.0], 0.0, 8, 100.0, 0.0)]
+    reports = [SpectrumReport(1, "conv2d", (100, 10), np.logspace(2, -3, 10), 1e-1, 7, 1e3, 1e-3),
+               SpectrumReport(3, "dense", (50, 9), np.r_[np.logspace(1, -1, 8), 0.0], 0.0, 8, 100.0, 0.0)]
     figure = spectra_figure(reports, title="t")
     figure.savefig(tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -390,19 +392,8 @@ def test_spectra_figure_renders(tmp_path):
 def test_spectra_figure_labels_decades_plainly_and_clear_of_its_tick_labels():
     from zorb.runner.plots import spectra_figure
 
-    @dataclasses.dataclass
-    class Report:
-        index: int
-        kind: str
-        design_shape: tuple
-        spectrum: np.ndarray
-        cutoff: float
-        rank: int
-        cond: float
-        u_rcond: float
-
     # the widest labels a spectrum gets: 1e-13 on the y axis, 4 digits on the x axis
-    reports = [Report(i, "dense", (5000, 1001), np.logspace(3, -13, 1001), 1e-12, 990, 1e16, 1e-15) for i in (1, 3)]
+    reports = [SpectrumReport(i, "dense", (5000, 1001), np.logspace(3, -13, 1001), 1e-12, 990, 1e16, 1e-15) for i in (1, 3)]
     figure = spectra_figure(reports, title="fashion_mnist / mnist_6: spectra of [A, 1]")
     renderer = figure.canvas.get_renderer()
     figure.draw(renderer)
