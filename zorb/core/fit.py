@@ -280,14 +280,14 @@ def as_data(name: str, value, dtype, shape) -> jax.Array:
     A NumPy array (or list) is checked and converted on the host: the same checks through
     JAX would compile a program per shape and dtype (~50 ms each, a small run's whole fit)."""
     on_device = isinstance(value, jax.Array)
-    array = value if on_device else np.asarray(value)
+    xp = jnp if on_device else np
+    array = xp.asarray(value)
     if not jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.complexfloating):
         raise ConfigError(f"{name} must be a real numeric array, got dtype {array.dtype}")
-    array = array.astype(dtype) if on_device else array.astype(np.dtype(dtype), copy=False)
+    array = array.astype(dtype, copy=False)  # host data already of the dtype is not copied
     if array.ndim < 1 or tuple(array.shape[1:]) != tuple(shape):
         raise ConfigError(f"{name} must have shape (N, {', '.join(map(str, shape))}), got {tuple(array.shape)}")
-    finite = bool(jnp.all(jnp.isfinite(array))) if on_device else bool(np.isfinite(array).all())
-    if not finite:
+    if not bool(xp.isfinite(array).all()):
         raise ConfigError(f"{name} contains NaN or infinite values")
     return array if on_device else jax.device_put(array)  # jnp.asarray would compile a copy per shape
 

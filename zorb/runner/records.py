@@ -90,7 +90,7 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
     ``zorb.runner.writer.RemoteRecorder``), else from this process."""
     uri = tracking.resolve_tracking_uri(get(config, "tracking", "uri"))
     experiment = str(get(config, "tracking", "experiment"))
-    parent_run_id = None
+    tags = {**run_tags(config, job), **extra_tags}
     if job is not None:
         # normally opened by MLflowSweepCallback.on_multirun_start; the first job opens it otherwise
         # the parent's state is read first: counting the sweep's jobs re-reads its saved config
@@ -98,38 +98,25 @@ def open_run(config: Mapping, job, extra_tags: Mapping[str, str]) -> tracking.Ru
             tracking_uri=uri, experiment=experiment, expected_jobs=hydra_callbacks.count_jobs_in(job.state.folder),
             tags={**tracking.git_info(), **experiment_tag(), **hydra_callbacks.saved_sweep_tags(job.state.folder)},
             fresh=False)
-        uri, parent_run_id = state["tracking_uri"], state["parent_run_id"]
-        experiment_id = state["experiment_id"]
-        client = tracking.client(uri)
+        uri = state["tracking_uri"]
+        recorder = tracking.start_run(tracking.client(uri), state["experiment_id"], run_name=run_name(config, job),
+                                      tags={**tags, WRITER_TAG: "run"}, parent_run_id=state["parent_run_id"])
     else:
         writer = zorb_writer.take()
         if writer is not None:  # a single run from run.py: its MLflow process opens the run meanwhile
-            recorder = writer.open_run(uri, experiment, run_name(config, job),
-                                       {**run_tags(config, job), **extra_tags, WRITER_TAG: "process"})
-            warm_up_logging(recorder)
+            recorder = writer.open_run(uri, experiment, run_name(config, job), {**tags, WRITER_TAG: "process"})
             recorder.when_open(lambda run_id, experiment_id: log_opened(run_id, experiment, uri, experiment_id))
             return recorder
-        client = tracking.client(uri)
-        experiment_id = tracking.experiment_id(client, uri, experiment)
-    recorder = tracking.start_run(client, experiment_id, run_name=run_name(config, job),
-                                  tags={**run_tags(config, job), **extra_tags, WRITER_TAG: "run"},
-                                  parent_run_id=parent_run_id)
-    warm_up_logging(recorder)
-    log_opened(recorder.run_id, experiment, uri, experiment_id)
+        recorder = tracking.open_run(uri, experiment, run_name=run_name(config, job), tags={**tags, WRITER_TAG: "run"})
+    # what writing the finished run needs, loaded while it computes (a writer process loads its own)
+    tracking.warm_up()
+    log_opened(recorder.run_id, experiment, uri, recorder.experiment_id)
     return recorder
 
 
 def log_opened(run_id: str, experiment: str, uri: str, experiment_id: str) -> None:
     log.info("MLflow run %s in experiment %r at %s (in the UI: #/experiments/%s/runs/%s?workflowType=machine_learning)",
              run_id, experiment, uri, experiment_id, run_id)
-
-
-def warm_up_logging(recorder) -> None:
-    """Where this process writes the run itself, import what writing a finished run needs
-    (``tracking.warm_up``) in a background thread while the run computes; a writer process
-    does that in its own (``zorb.runner.writer``)."""
-    if isinstance(recorder, tracking.RunRecorder):
-        tracking.warm_up()
 
 
 def close_failed(recorder: tracking.RunRecorder, error: BaseException) -> None:

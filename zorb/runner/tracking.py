@@ -306,9 +306,10 @@ class Records:
 class RunRecorder(Records):
     """Writes one MLflow run: params, tags, metrics and artifacts, then its final status."""
 
-    def __init__(self, mlflow_client, run_id: str):
+    def __init__(self, mlflow_client, run_id: str, experiment_id: str | None = None):
         self.client = mlflow_client
         self.run_id = run_id
+        self.experiment_id = experiment_id
 
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
@@ -363,9 +364,9 @@ class RunRecorder(Records):
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
-        warmed_up()
         import numpy as np
 
+        warmed_up()
         kind = np.dtype(dtype)
         signature = ModelSignature(inputs=Schema([TensorSpec(kind, (-1, *input_shape))]),
                                    outputs=Schema([TensorSpec(kind, (-1, *output_shape))]))
@@ -501,4 +502,10 @@ def start_run(mlflow_client, experiment: str, *, run_name: str, tags: Mapping[st
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = retrying(mlflow_client.create_run, experiment, run_name=run_name, tags=all_tags)
-    return RunRecorder(mlflow_client, run.info.run_id)
+    return RunRecorder(mlflow_client, run.info.run_id, experiment)
+
+
+def open_run(uri: str, experiment: str, *, run_name: str, tags: Mapping[str, Any]) -> RunRecorder:
+    """Open a run in experiment ``experiment`` (by name, created if missing) of store ``uri``."""
+    mlflow_client = client(uri)
+    return start_run(mlflow_client, experiment_id(mlflow_client, uri, experiment), run_name=run_name, tags=tags)

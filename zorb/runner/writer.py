@@ -211,8 +211,11 @@ class RemoteRecorder(Records):
 
     def when_open(self, callback) -> None:
         """``callback(run_id, experiment_id)`` once the run is open (in the replies' thread)."""
-        self._opened.add_done_callback(lambda opened: opened.exception() is None and callback(
-            opened.result()["run_id"], opened.result()["experiment_id"]))
+        def opened(future: Future) -> None:
+            if future.exception() is None:
+                callback(future.result()["run_id"], future.result()["experiment_id"])
+
+        self._opened.add_done_callback(opened)
 
     def _failed_to_open(self) -> bool:
         return self._opened.done() and self._opened.exception() is not None
@@ -340,7 +343,9 @@ def serve(requests_fd: int, replies_fd: int) -> None:
                 break
             try:
                 if request["op"] == "open":
-                    recorder = open_run(tracking, request)
+                    os.chdir(request["cwd"])  # the run's folder (hydra.job.chdir=true): relative paths as it reads them
+                    recorder = tracking.open_run(request["uri"], request["experiment"], run_name=request["run_name"],
+                                                 tags=request["tags"])
                     result = {"run_id": recorder.run_id, "experiment_id": recorder.experiment_id}
                     # then, in a thread, what the run's end needs (MLflow's model modules, the
                     # figures): started earlier, it would slow the opening the run waits for
@@ -348,13 +353,9 @@ def serve(requests_fd: int, replies_fd: int) -> None:
                 elif request["op"] == "sync":
                     result = None
                 elif request["op"] == "call" and request["method"] in METHODS and recorder is not None:
-                    method = request["method"]
-                    if method == "artifact_uri":
-                        result = recorder.artifact_uri
-                    else:
-                        result = getattr(recorder, method)(*request["args"])
-                    if method == "terminate":
-                        ended = True
+                    found = getattr(recorder, request["method"])
+                    result = found(*request["args"]) if callable(found) else found  # artifact_uri: a property
+                    ended = ended or request["method"] == "terminate"
                 else:
                     raise ValueError(f"unknown request {request.get('op')!r} {request.get('method')!r}")
                 reply = {"id": request["id"], "result": result}
@@ -379,15 +380,6 @@ def serve(requests_fd: int, replies_fd: int) -> None:
     if replies is not None:
         with contextlib.suppress(OSError):
             replies.close()
-
-
-def open_run(tracking, request: Mapping[str, Any]):
-    os.chdir(request["cwd"])  # the run's folder now (hydra.job.chdir=true moves it): relative paths as the run reads them
-    client = tracking.client(request["uri"])
-    experiment_id = tracking.experiment_id(client, request["uri"], request["experiment"])
-    recorder = tracking.start_run(client, experiment_id, run_name=request["run_name"], tags=request["tags"])
-    recorder.experiment_id = experiment_id
-    return recorder
 
 
 if __name__ == "__main__":
