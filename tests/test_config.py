@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -270,6 +271,82 @@ def test_zorbs_sweeper_composes_one_job_of_each_shape():
         sweeper_checks([["dataset=iris", "seed=0"], ["dataset=nope", "seed=0"]], ZORB_SWEEPER)
     with pytest.raises((ConfigCompositionException, HydraException), match="maybe"):
         sweeper_checks([["hydra.job.chdir=false"], ["hydra.job.chdir=maybe"]], ZORB_SWEEPER)
+
+
+def sweep_loader(master_overrides=()):
+    """Hydra's config loader for conf/ and a multirun's master config composed with ``master_overrides``."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.utils import setup_globals
+    from hydra.types import RunMode
+
+    from zorb.runner import experiments
+
+    experiments.register()
+    setup_globals()
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
+    return loader, loader.load_configuration("config", overrides=list(master_overrides), run_mode=RunMode.MULTIRUN)
+
+
+def test_a_job_copied_from_its_shapes_first_equals_its_own_composition():
+    from hydra_plugins.zorb_sweeper.zorb_sweeper import ShapeCachingLoader
+
+    loader, master = sweep_loader(["experiment=paper_a"])
+    caching = ShapeCachingLoader(loader, frozenset(loader.list_groups("")))
+    composed = []
+    compose = loader.load_sweep_config
+
+    def counting(master_config, sweep_overrides):
+        composed.append(list(sweep_overrides))
+        return compose(master_config, sweep_overrides)
+
+    pairs = [
+        (["dataset=iris", "method=zorb", "seed=0"], ["dataset=iris", "method=zorb", "seed=7"]),
+        (["dataset=sinc", "method=adam_lr1e-3", "seed=1"], ["dataset=sinc", "method=adam_lr1e-3", "seed=2"]),
+        (["+extra=1", "solver.rcond=1e-9"], ["+extra=abc", "solver.rcond=null"]),
+        (["++solver.rcond=1e-3", "network.spec='dense[8] tanh dense[outputs] softmax'", "dataset=xor"],
+         ["++solver.rcond=1e-4", "network.spec=null", "dataset=xor"]),
+        (["hydra.job.config.override_dirname.exclude_keys=[seed]", "seed=1", "tracking.experiment=a"],
+         ["hydra.job.config.override_dirname.exclude_keys=[seed]", "seed=2", "tracking.experiment=b"]),
+        (["~validation_fraction", "seed=1"], ["~validation_fraction", "seed=5"]),
+    ]
+    for first, second in pairs:
+        for overrides in (first, second):
+            loader.load_sweep_config = compose
+            own = loader.load_sweep_config(master, overrides)
+            loader.load_sweep_config = counting
+            shared = caching.load_sweep_config(master, overrides)
+            assert OmegaConf.to_yaml(shared) == OmegaConf.to_yaml(own), overrides
+            assert list(shared.hydra.overrides.task) == [o for o in overrides if not o.startswith("hydra.")]
+            for mine, its in ((shared, own), (shared.hydra, own.hydra)):
+                assert (OmegaConf.is_struct(mine), OmegaConf.is_readonly(mine)) == \
+                       (OmegaConf.is_struct(its), OmegaConf.is_readonly(its))
+    assert composed == [first for first, _ in pairs]  # each second job copied its twin
+    assert caching.load_sweep_config(master, ["dataset=iris", "method=zorb", "seed=9"]).seed == 9
+    # a list or dict value is merged by Hydra into the composed value: such a job composes whole
+    caching.load_sweep_config(master, ["limits.train_samples=[1,2]"])
+    caching.load_sweep_config(master, ["limits.train_samples=[3]"])
+    assert composed[-2:] == [["limits.train_samples=[1,2]"], ["limits.train_samples=[3]"]]
+    # a bad value is still the error composition gives
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="extra"):
+        caching.load_sweep_config(master, ["extra=1", "solver.rcond=1e-9"])
+
+
+def test_zorbs_sweeper_gives_its_launcher_the_caching_loader():
+    from hydra._internal.callbacks import Callbacks
+    from hydra.types import HydraContext
+    from hydra_plugins.zorb_sweeper.zorb_sweeper import ShapeCachingLoader, ZorbBasicSweeper
+
+    loader, master = sweep_loader()
+    sweeper = ZorbBasicSweeper(max_batch_size=None)
+    sweeper.setup(hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks()),
+                  task_function=lambda config: None, config=master)
+    for context in (sweeper.hydra_context, sweeper.launcher.hydra_context):
+        assert isinstance(context.config_loader, ShapeCachingLoader)
+        assert context.config_loader.delegate is loader
+    assert pickle.loads(pickle.dumps(sweeper.hydra_context)).config_loader.token == sweeper.hydra_context.config_loader.token
 
 
 def test_zorbs_sweeper_is_the_default():
