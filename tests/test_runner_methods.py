@@ -44,6 +44,7 @@ def test_adam_learns_and_logs_its_curve_against_training_time(store):
     times = [t for _, t in seconds]
     assert times[0] == 0.0 and np.all(np.diff(times) >= 0)  # monotone in time
     assert times[-1] == pytest.approx(run.data.metrics["fit_seconds"])
+    assert run.data.metrics["curve_seconds"] == pytest.approx(metrics["curve_seconds"]) and metrics["curve_seconds"] > 0
     assert errors[-1][1] < 0.5 * errors[0][1]  # the training loss went down
     assert errors[-1][1] == pytest.approx(metrics["train_error"], rel=1e-9)
     assert metrics["test_accuracy"] >= 0.8

@@ -149,10 +149,16 @@ def main() -> None:
             print(f"python run.py -m experiment=paper_a: {len(jobs)} runs, wall {wall:.1f} s, cpu {cpu:.1f} s")
             fits = sum(m.get("fit_seconds", 0) + m.get("compile_seconds", 0) + m.get("val_fit_seconds", 0)
                        for m in jobs)
+            curves = sum(m.get("curve_seconds", 0) for m in jobs)
             mean = {key: sum(m.get(key, 0.0) for m in jobs) / max(len(jobs), 1) for key in PHASES.values()}
             count = max(len(jobs), 1)
             print(f"  per job: wall {wall / count:.3f} s, fits and compiles {fits / count:.3f} s; "
                   + ", ".join(f"{phase} {mean[key]:.3f}" for phase, key in PHASES.items() if phase != "imports"))
+            # what no per-job saving removes: the jobs' own compute, spread over one job per core
+            workers = os.cpu_count() or 1
+            print(f"  the jobs' compute: fits, validation refits and compiles {fits:.1f} s, Adam's curve "
+                  f"measurements {curves:.1f} s; over {workers} workers at least {(fits + curves) / workers:.1f} s "
+                  f"of the wall time, the rest ({wall - (fits + curves) / workers:.1f} s) the jobs' overhead")
             print(verdict("paper_a sweep: wall", wall, SWEEP_SECONDS))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 
@@ -78,6 +79,8 @@ class AdamReport:
     """Empty: kept so that code iterating a ZORB ``FitReport``'s ``layers`` works on this report."""
     accuracy_curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     """Accuracy on each ``watch`` set at every point of ``curve`` (same length, same steps)."""
+    curve_seconds: float = 0.0
+    """Time spent measuring the curve (train error, watched sets' accuracy), off the clock."""
     best_step: int | None = None
     """With ``stop_on``: the step whose weights were kept (the first point of the best accuracy)."""
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -241,17 +244,21 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
         return error
 
     def measure(step: int, seconds: float, weights) -> None:
+        nonlocal curve_seconds
+        started = time.perf_counter()
         curve.append((step, seconds, train_error(weights)))
         trained = network.with_weights(weights)
         for name, (x_set, y_set, task) in watched.items():
             accuracy = scores(predict(trained, x_set, batch_size=_WATCH_BATCH), y_set, task=task)["accuracy"]
             accuracy_curves[name].append(accuracy)
+        curve_seconds += time.perf_counter() - started
 
     weights = network.weights
     opt_state = _ADAM.init(weights)
     rate = jnp.asarray(learning_rate, dtype)
     curve: list[tuple[int, float, float]] = []
     accuracy_curves: dict[str, list[float]] = {name: [] for name in watched}
+    curve_seconds = 0.0
     measure(0, 0.0, weights)
     best_weights, best_point = weights, 0
     seconds = compile_seconds = 0.0
@@ -274,7 +281,8 @@ def train_adam(network: Network, X, Y, *, learning_rate: float, steps: int, batc
 
     report = AdamReport(fit_seconds=seconds, compile_seconds=compile_seconds, curve=curve, steps=steps,
                         learning_rate=float(learning_rate), loss=loss, batch_size=batch_size, seed=seed,
-                        eval_rows=int(x_eval.shape[0]), gradient=gradient, accuracy_curves=accuracy_curves)
+                        eval_rows=int(x_eval.shape[0]), gradient=gradient, accuracy_curves=accuracy_curves,
+                        curve_seconds=curve_seconds)
     if stop_on is not None:
         weights, report.best_step = best_weights, curve[best_point][0]
     return network.with_weights(weights), report

@@ -186,6 +186,8 @@ def run_experiment(config: Mapping, observer: Observer | None = None) -> Outcome
     metrics.update(fit_seconds=report.fit_seconds, compile_seconds=report.compile_seconds,
                    data_seconds=data_seconds, eval_seconds=eval_seconds,
                    train_samples=len(dataset.x_train), test_samples=len(dataset.x_test))
+    if hasattr(report, "curve_seconds"):  # an iterative method's curve, measured off the clock
+        metrics["curve_seconds"] = report.curve_seconds
     metrics.update(getattr(report, "metrics", {}))  # the method's own figures (the rate a search chose, ...)
     summary = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("train_accuracy", "test_accuracy", "train_error",
                                                          "test_error") if k in metrics)

@@ -105,6 +105,7 @@ def fit_adam_converged(network: zorb.Network, dataset, solver: SolverSettings, *
     chosen.metrics.update({f"adam.val_accuracy.lr{rate:g}": best for best, rate, _, _ in runs})
     chosen.fit_seconds = sum(report.fit_seconds for _, _, _, report in runs)
     chosen.compile_seconds = sum(report.compile_seconds for _, _, _, report in runs)
+    chosen.curve_seconds = sum(report.curve_seconds for _, _, _, report in runs)
     return trained, chosen
 
 
