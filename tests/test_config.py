@@ -334,6 +334,42 @@ def test_a_job_copied_from_its_shapes_first_equals_its_own_composition():
         caching.load_sweep_config(master, ["extra=1", "solver.rcond=1e-9"])
 
 
+SCAN_BETWEEN_JOBS = """
+import pickle, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from test_config import sweep_loader
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.plugins import Plugins
+from hydra_plugins.zorb_sweeper import zorb_sweeper
+
+loader, master = sweep_loader()  # Hydra's first plugin scan: it executes zorb_sweeper again
+composed = []
+compose = ConfigLoaderImpl.load_sweep_config
+
+def counting(self, master_config, sweep_overrides):
+    composed.append(list(sweep_overrides))
+    return compose(self, master_config, sweep_overrides)
+
+ConfigLoaderImpl.load_sweep_config = counting
+caching = zorb_sweeper.ShapeCachingLoader(loader, frozenset(loader.list_groups("")))
+task = pickle.dumps(caching)  # the loader as the sweep sends it with each job
+caching.load_sweep_config(master, ["dataset=iris", "seed=0"])
+second = pickle.loads(task)   # the next job, in the same worker
+Plugins.instance()._initialize()  # then what Singleton.set_state does before each job
+print(second.load_sweep_config(master, ["dataset=iris", "seed=1"]).seed, composed)
+"""
+
+
+def test_the_composed_shapes_outlive_hydras_plugin_scan():
+    """A joblib worker rescans Hydra's plugins before each job (``Singleton.set_state``), which
+    executes the sweeper's module again: a later job of a shape still copies the first. (In a
+    process of its own: a rescan leaves this one's Hydra classes unpicklable.)"""
+    done = subprocess.run([sys.executable, "-c", SCAN_BETWEEN_JOBS, str(Path(__file__).parent), str(ROOT)],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "1 [['dataset=iris', 'seed=0']]"
+
+
 def test_zorbs_sweeper_gives_its_launcher_the_caching_loader():
     from hydra._internal.callbacks import Callbacks
     from hydra.types import HydraContext

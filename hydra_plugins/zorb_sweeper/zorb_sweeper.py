@@ -66,7 +66,10 @@ def job_shape(overrides: Sequence[str], groups: frozenset[str]) -> tuple[str, ..
     return tuple(shape)
 
 
-_COMPOSED: dict[tuple[str, tuple[str, ...]], DictConfig] = {}
+# Hydra's plugin scan executes this module again, in the same module object, each time it
+# runs: once per process, and once per job in a joblib worker (Singleton.set_state). The cache
+# is kept across those executions.
+_COMPOSED: dict[tuple[str, tuple[str, ...]], DictConfig] = globals().get("_COMPOSED", {})
 """This process's composed config of each job shape, keyed by ``(sweep token, shape)``; only
 the latest sweep's are kept."""
 
