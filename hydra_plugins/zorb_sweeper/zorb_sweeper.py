@@ -87,8 +87,9 @@ class ShapeCachingLoader(ConfigLoader):
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         overrides = list(sweep_overrides)
         shape = job_shape(overrides, self.groups)
-        values = [parsed for override, part, parsed in zip(overrides, shape, _parse(overrides)) if override != part]
-        if any(isinstance(parsed.value(), (list, dict)) for parsed in values):
+        parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+        values = [override for override, text, part in zip(parsed, overrides, shape) if text != part]
+        if any(isinstance(override.value(), (list, dict)) for override in values):
             return self.delegate.load_sweep_config(master_config, overrides)
         key = (self.token, shape)
         composed = _COMPOSED.get(key)
@@ -98,7 +99,7 @@ class ShapeCachingLoader(ConfigLoader):
                 _COMPOSED.clear()
             _COMPOSED[key] = copy.deepcopy(config)
             return config
-        return _retarget(composed, master_config, overrides, values)
+        return _retarget(composed, master_config, parsed, values)
 
     def load_configuration(self, config_name: str | None, overrides: list[str], run_mode: RunMode,
                            from_shell: bool = True, validate_sweep_overrides: bool = True) -> DictConfig:
@@ -122,20 +123,17 @@ class ShapeCachingLoader(ConfigLoader):
         return self.delegate.compute_defaults_list(config_name, overrides, run_mode)
 
 
-def _parse(overrides: list[str]):
-    return OverridesParser.create().parse_overrides(overrides=overrides)
-
-
-def _retarget(composed: DictConfig, master_config: DictConfig, overrides: list[str], values) -> DictConfig:
-    """``composed`` (a job of the same shape) as the composition of ``overrides`` makes it: the
-    job's value overrides set (an append, ``+key``, replaces the value its twin appended), and
-    the records Hydra keeps of the job's overrides rewritten."""
+def _retarget(composed: DictConfig, master_config: DictConfig, parsed: list, values: list) -> DictConfig:
+    """``composed`` (a job of the same shape) as the composition of the job's ``parsed``
+    overrides makes it: its value overrides (``values``, a part of ``parsed``) set (an append,
+    ``+key``, replaces the value its twin appended), and the records Hydra keeps of the job's
+    overrides rewritten."""
     config = copy.deepcopy(composed)
     ConfigLoaderImpl._apply_overrides_to_config(
         [dataclasses.replace(v, type=OverrideType.FORCE_ADD) if v.is_add() else v for v in values], config)
-    task = [parsed for parsed in _parse(overrides) if not parsed.is_hydra_override()]
+    task = [override for override in parsed if not override.is_hydra_override()]
     hydra = config.hydra
-    hydra.overrides.task = [parsed.input_line for parsed in task]
+    hydra.overrides.task = [override.input_line for override in task]
     dirname = hydra.job.config.override_dirname
     hydra.job.override_dirname = get_overrides_dirname(overrides=task, kv_sep=dirname.kv_sep,
                                                        item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
