@@ -40,3 +40,31 @@ def test_quick_startup_breakdown(tmp_path):
     # the warm runs found what the cold ones left: parsed datasets and compiled programs
     assert (tmp_path / "cache" / "data" / "mnist_5k-seed0" / "x_train.npy").is_file()
     assert any((tmp_path / "cache" / "jax").iterdir())
+
+
+@pytest.mark.slow
+def test_sweep_overhead_split_reads_the_sweeps_runs(tmp_path):
+    """The ``--full`` overhead split on a 3-job sweep run by one process (the basic launcher):
+    one worker, two gaps between its runs, and the time inside the runs beside their compute
+    bounded by the runs' own durations and containing their MLflow writes."""
+    import importlib.util
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "dataset=iris", "network=iris", "seed=0,1,2",
+                           "hydra/launcher=basic", "tracking.experiment=paper_a", f"tracking.uri={uri}",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    spec = importlib.util.spec_from_file_location("startup_benchmark", SCRIPT)
+    startup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(startup)
+    split = startup.sweep_overhead(tmp_path, "paper_a")
+    runs = sorted((run for run in runs_of(uri, "paper_a") if "fit_seconds" in run.data.metrics),
+                  key=lambda run: run.info.start_time)
+    assert split["runs"] == len(runs) == 3 and split["workers"] == 1
+    gaps = [(b.info.start_time - a.info.end_time) / 1000 for a, b in zip(runs, runs[1:])]
+    assert all(gap >= 0 for gap in gaps)
+    assert split["between"] == pytest.approx(sum(gaps)) and split["median_gap"] == pytest.approx(sum(gaps) / 2)
+    durations = sum((run.info.end_time - run.info.start_time) / 1000 for run in runs)
+    logging = sum(run.data.metrics["logging_seconds"] for run in runs)
+    assert split["logging"] == pytest.approx(logging) and 0 < logging <= split["inside"] < durations

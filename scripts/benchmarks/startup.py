@@ -72,6 +72,35 @@ def metrics_of(workdir: Path, experiment: str, count: int) -> list[dict[str, flo
     return [run.data.metrics for run in reversed(runs)]
 
 
+def sweep_overhead(workdir: Path, experiment: str) -> dict[str, float]:
+    """Where a sweep's time outside its jobs' compute goes, from its runs in the store: the
+    worker processes that ran them (the ``zorb.pid`` tag: more than the launcher's slots
+    where a worker was replaced), the time between one run's end and the next run's start in
+    the same worker, and the time inside the runs beside their fits, refits, compiles and
+    curves, of which the MLflow writes (``logging_seconds``)."""
+    from statistics import median
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], "metrics.fit_seconds >= 0", max_results=5000)
+    by_worker: dict[str, list] = {}
+    for run in runs:
+        by_worker.setdefault(run.data.tags.get("zorb.pid", ""), []).append(run)
+    gaps = []
+    for worker_runs in by_worker.values():
+        worker_runs.sort(key=lambda run: run.info.start_time)
+        gaps += [(later.info.start_time - earlier.info.end_time) / 1000
+                 for earlier, later in zip(worker_runs, worker_runs[1:])]
+    compute = ("fit_seconds", "val_fit_seconds", "compile_seconds", "curve_seconds")
+    inside = sum((run.info.end_time - run.info.start_time) / 1000 - sum(run.data.metrics.get(key, 0.0) for key in compute)
+                 for run in runs)
+    return {"runs": len(runs), "workers": len(by_worker), "between": sum(gaps),
+            "median_gap": median(gaps) if gaps else 0.0, "inside": inside,
+            "logging": sum(run.data.metrics.get("logging_seconds", 0.0) for run in runs)}
+
+
 FLOOR = {  # what any tracked run's process pays before zorb does anything of its own
     "python": "pass",
     "import jax.numpy": "import jax.numpy",
@@ -159,6 +188,11 @@ def main() -> None:
             print(f"  the jobs' compute: fits, validation refits and compiles {fits:.1f} s, Adam's curve "
                   f"measurements {curves:.1f} s; over {workers} workers at least {(fits + curves) / workers:.1f} s "
                   f"of the wall time, the rest ({wall - (fits + curves) / workers:.1f} s) the jobs' overhead")
+            split = sweep_overhead(workdir, "paper_a")
+            print(f"  the overhead: {split['workers']} worker processes ran the {split['runs']} runs; "
+                  f"{split['between']:.1f} s between a worker's runs (median {split['median_gap']:.3f} s), "
+                  f"{split['inside']:.1f} s inside the runs beside their compute, {split['logging']:.1f} s of it "
+                  f"the MLflow writes (in all, over the workers' slots)")
             print(verdict("paper_a sweep: wall", wall, SWEEP_SECONDS))
 
 
