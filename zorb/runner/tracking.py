@@ -130,16 +130,28 @@ def _quiet_mlflow_loggers() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def retrying(call, *args, **kwargs):
-    """``call(*args, **kwargs)``, retried with backoff while SQLite reports a locked store."""
+DUPLICATE_ROW = ("UNIQUE constraint failed", "unique constraint", "Duplicate entry")
+"""How SQLite, PostgreSQL and MySQL word a unique-key violation (in MLflow's error, or in a
+tracking server's answer)."""
+
+
+def retrying(call, *args, races: tuple[str, ...] = (), **kwargs):
+    """``call(*args, **kwargs)``, retried with backoff while SQLite reports a locked store, or
+    while its error holds one of ``races``: a race with another process that the next try
+    resolves."""
     for attempt in range(SQLITE_RETRIES):
         try:
             return call(*args, **kwargs)
         except Exception as error:  # MLflow wraps the driver's OperationalError in its own types
-            if "database is locked" not in str(error) or attempt == SQLITE_RETRIES - 1:
+            text = str(error)
+            locked = "database is locked" in text
+            if not (locked or any(race in text for race in races)) or attempt == SQLITE_RETRIES - 1:
                 raise
             delay = 0.1 * 2 ** attempt
-            log.warning("MLflow store is locked; retrying in %.1f s", delay)
+            if locked:
+                log.warning("MLflow store is locked; retrying in %.1f s", delay)
+            else:
+                log.info("MLflow store: another process wrote the same row first; trying again in %.1f s", delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -351,7 +363,10 @@ class RunRecorder(Records):
 
         inputs = [DatasetInput(dataset_entity(spec), tags=[InputTag(MLFLOW_DATASET_CONTEXT, spec["context"])])
                   for spec in specs]
-        retrying(self.client.log_inputs, self.run_id, datasets=inputs)
+        # MLflow looks a dataset up by experiment, name and digest, then inserts it if absent: two
+        # jobs of a sweep logging the same data at the same moment can both miss it, and the
+        # second insert then breaks the key. Tried again, it finds the first job's row.
+        retrying(self.client.log_inputs, self.run_id, datasets=inputs, races=DUPLICATE_ROW)
 
     def log_network(self, network_file: str, dtype: str, input_shape: list[int], output_shape: list[int],
                     requirements: list[str], name: str = "model") -> str:
