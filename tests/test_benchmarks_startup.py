@@ -58,7 +58,7 @@ def test_sweep_overhead_split_reads_the_sweeps_runs(tmp_path):
     spec = importlib.util.spec_from_file_location("startup_benchmark", SCRIPT)
     startup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(startup)
-    split = startup.sweep_overhead(tmp_path, "paper_a")
+    split = startup.sweep_overhead(startup.runs_of(tmp_path, "paper_a", 1000))
     runs = sorted((run for run in runs_of(uri, "paper_a") if "fit_seconds" in run.data.metrics),
                   key=lambda run: run.info.start_time)
     assert split["runs"] == len(runs) == 3 and split["workers"] == 1

@@ -61,40 +61,48 @@ def run(arguments: list[str], workdir: Path, **extra_env: str) -> tuple[float, f
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def metrics_of(workdir: Path, experiment: str, count: int) -> list[dict[str, float]]:
-    """The metrics of the ``count`` latest runs of ``experiment`` with a fit, oldest first."""
+def runs_of(workdir: Path, experiment: str, count: int) -> list:
+    """The ``count`` latest runs of ``experiment`` with a fit (a sweep's jobs, not its parent
+    run), oldest first."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], "metrics.fit_seconds >= 0", max_results=count,
                               order_by=["attributes.start_time DESC"])
-    return [run.data.metrics for run in reversed(runs)]
+    return list(reversed(runs))
 
 
-def sweep_overhead(workdir: Path, experiment: str) -> dict[str, float]:
-    """Where a sweep's time outside its jobs' compute goes, from its runs in the store: the
-    worker processes that ran them (the ``zorb.pid`` tag: more than the launcher's slots
+def metrics_of(workdir: Path, experiment: str, count: int) -> list[dict[str, float]]:
+    """The metrics of the ``count`` latest runs of ``experiment`` with a fit, oldest first."""
+    return [run.data.metrics for run in runs_of(workdir, experiment, count)]
+
+
+FITS = ("fit_seconds", "compile_seconds", "val_fit_seconds")
+"""A job's fits: the fit, its compilation and the validation refit."""
+CURVES = "curve_seconds"
+"""Adam's curve measurements, off its training clock."""
+
+
+def compute_seconds(metrics: dict[str, float]) -> tuple[float, float]:
+    """A job's own compute: its fits (``FITS``) and its curve measurements."""
+    return sum(metrics.get(key, 0.0) for key in FITS), metrics.get(CURVES, 0.0)
+
+
+def sweep_overhead(runs: list) -> dict[str, float]:
+    """Where a sweep's time outside its jobs' compute goes, from its job runs (``runs_of``):
+    the worker processes that ran them (the ``zorb.pid`` tag: more than the launcher's slots
     where a worker was replaced), the time between one run's end and the next run's start in
-    the same worker, and the time inside the runs beside their fits, refits, compiles and
-    curves, of which the MLflow writes (``logging_seconds``)."""
+    the same worker, and the time inside the runs beside their compute (``compute_seconds``),
+    of which the MLflow writes (``logging_seconds``)."""
     from statistics import median
 
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], "metrics.fit_seconds >= 0", max_results=5000)
     by_worker: dict[str, list] = {}
-    for run in runs:
+    for run in runs:  # oldest first, so each worker's list is in order
         by_worker.setdefault(run.data.tags.get("zorb.pid", ""), []).append(run)
-    gaps = []
-    for worker_runs in by_worker.values():
-        worker_runs.sort(key=lambda run: run.info.start_time)
-        gaps += [(later.info.start_time - earlier.info.end_time) / 1000
-                 for earlier, later in zip(worker_runs, worker_runs[1:])]
-    compute = ("fit_seconds", "val_fit_seconds", "compile_seconds", "curve_seconds")
-    inside = sum((run.info.end_time - run.info.start_time) / 1000 - sum(run.data.metrics.get(key, 0.0) for key in compute)
+    gaps = [(later.info.start_time - earlier.info.end_time) / 1000
+            for worker_runs in by_worker.values() for earlier, later in zip(worker_runs, worker_runs[1:])]
+    inside = sum((run.info.end_time - run.info.start_time) / 1000 - sum(compute_seconds(run.data.metrics))
                  for run in runs)
     return {"runs": len(runs), "workers": len(by_worker), "between": sum(gaps),
             "median_gap": median(gaps) if gaps else 0.0, "inside": inside,
@@ -174,11 +182,11 @@ def main() -> None:
             print(verdict(f"{name} run: warm compile / cold compile", 100 * ratio, 100 * COMPILE_RATIO, "%"))
         if args.full:
             wall, cpu = run(["-m", "experiment=paper_a"], workdir)
-            jobs = metrics_of(workdir, "paper_a", 1000)
+            runs = runs_of(workdir, "paper_a", 1000)
+            jobs = [run.data.metrics for run in runs]
             print(f"python run.py -m experiment=paper_a: {len(jobs)} runs, wall {wall:.1f} s, cpu {cpu:.1f} s")
-            fits = sum(m.get("fit_seconds", 0) + m.get("compile_seconds", 0) + m.get("val_fit_seconds", 0)
-                       for m in jobs)
-            curves = sum(m.get("curve_seconds", 0) for m in jobs)
+            parts = [compute_seconds(metrics) for metrics in jobs]
+            fits, curves = sum(fit for fit, _ in parts), sum(curve for _, curve in parts)
             mean = {key: sum(m.get(key, 0.0) for m in jobs) / max(len(jobs), 1) for key in PHASES.values()}
             count = max(len(jobs), 1)
             print(f"  per job: wall {wall / count:.3f} s, fits and compiles {fits / count:.3f} s; "
@@ -188,7 +196,7 @@ def main() -> None:
             print(f"  the jobs' compute: fits, validation refits and compiles {fits:.1f} s, Adam's curve "
                   f"measurements {curves:.1f} s; over {workers} workers at least {(fits + curves) / workers:.1f} s "
                   f"of the wall time, the rest ({wall - (fits + curves) / workers:.1f} s) the jobs' overhead")
-            split = sweep_overhead(workdir, "paper_a")
+            split = sweep_overhead(runs)
             print(f"  the overhead: {split['workers']} worker processes ran the {split['runs']} runs; "
                   f"{split['between']:.1f} s between a worker's runs (median {split['median_gap']:.3f} s), "
                   f"{split['inside']:.1f} s inside the runs beside their compute, {split['logging']:.1f} s of it "

@@ -143,15 +143,11 @@ def retrying(call, *args, races: tuple[str, ...] = (), **kwargs):
         try:
             return call(*args, **kwargs)
         except Exception as error:  # MLflow wraps the driver's OperationalError in its own types
-            text = str(error)
-            locked = "database is locked" in text
-            if not (locked or any(race in text for race in races)) or attempt == SQLITE_RETRIES - 1:
+            found = next((race for race in ("database is locked", *races) if race in str(error)), None)
+            if found is None or attempt == SQLITE_RETRIES - 1:
                 raise
             delay = 0.1 * 2 ** attempt
-            if locked:
-                log.warning("MLflow store is locked; retrying in %.1f s", delay)
-            else:
-                log.info("MLflow store: another process wrote the same row first; trying again in %.1f s", delay)
+            log.warning("MLflow store: %s; retrying in %.1f s", found, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
